@@ -1,0 +1,32 @@
+# Two entry points, each doing its own set-up on a fresh machine:
+#   make demo   tiny end-to-end run on the built-in corpus (CPU)
+#   make test   the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch lies on this disk; installing it first keeps pip from
+	# pulling a multi-GB CUDA build to satisfy `torch>=2.4`.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+
+demo: $(STAMP)
+	$(BIN)/mrrtf demo --out demo_out
+
+lint: $(STAMP)
+	$(BIN)/ruff check megatron_rrtf pretrain align tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out
