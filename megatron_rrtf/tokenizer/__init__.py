@@ -1,0 +1,1 @@
+"""Tokenizers: our sentencepiece models and any Hugging Face tokenizer behind one interface."""
