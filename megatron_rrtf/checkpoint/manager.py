@@ -1,0 +1,201 @@
+"""Training checkpoints: atomic, resumable, reshardable.
+
+Layout of RUN/checkpoints/:
+    latest                 text: the name of the newest complete step directory
+    step_00000100/
+        model/             megatron dist_checkpointing (model_io.py)
+        optimizer/         dist_checkpointing of optimizer.sharded_state_dict (reshardable)
+        rng/rank{r}.pt     per-rank RNG states (restored only when the layout is unchanged)
+        meta.json          step, consumed tokens, data-loader state, scheduler, layout
+        config.yaml        the resolved config of the run that wrote it
+A step is written under `.tmp_step_*` and renamed only when every rank has finished, and
+`latest` is replaced atomically after that, so `kill -9` at any moment leaves the previous
+checkpoint as `latest`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+
+from megatron_rrtf.checkpoint.model_io import load_model, save_model, unwrap
+from megatron_rrtf.config import RunConfig
+from megatron_rrtf.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+STEP_PREFIX = "step_"
+LATEST = "latest"
+
+
+def step_dir_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def resolve_step_dir(path: str | Path) -> Path:
+    """A run dir, its checkpoints dir, or a step dir -> the step dir (via `latest`)."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoints"):
+        if (candidate / LATEST).is_file():
+            name = (candidate / LATEST).read_text().strip()
+            step = candidate / name
+            if not (step / "meta.json").is_file() and not (step / "model").is_dir():
+                raise CheckpointError(f"{candidate / LATEST} names {name}, which is incomplete")
+            return step
+    if (path / "model").is_dir():
+        return path
+    raise CheckpointError(f"no checkpoint at {path}: expected a step directory (with model/) or "
+                          f"a run directory holding checkpoints/{LATEST}")
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _layout() -> dict[str, int]:
+    return dict(tp=parallel_state.get_tensor_model_parallel_world_size(),
+                pp=parallel_state.get_pipeline_model_parallel_world_size(),
+                dp=parallel_state.get_data_parallel_world_size(),
+                world=dist.get_world_size() if dist.is_initialized() else 1)
+
+
+def _rng_state() -> dict[str, Any]:
+    return dict(python=random.getstate(), numpy=np.random.get_state(),
+                torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                tracker=tensor_parallel.get_cuda_rng_tracker().get_states())
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+class CheckpointManager:
+    """Save and load full training state under RUN/checkpoints (collective calls)."""
+
+    def __init__(self, run_dir: str | Path, keep_last: int = 3):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+
+    def latest(self) -> Path | None:
+        pointer = self.root / LATEST
+        if not pointer.is_file():
+            return None
+        return self.root / pointer.read_text().strip()
+
+    def clean_partial(self) -> None:
+        """Remove `.tmp_step_*` left by a run killed while saving (rank 0)."""
+        if _rank() == 0 and self.root.is_dir():
+            for tmp in self.root.glob(f".tmp_{STEP_PREFIX}*"):
+                log.warning("removing incomplete checkpoint %s (a save was interrupted)", tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+        _barrier()
+
+    def save(self, step: int, state, meta: dict[str, Any], config: RunConfig) -> Path:
+        final = self.root / step_dir_name(step)
+        tmp = self.root / f".tmp_{step_dir_name(step)}"
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        save_model(state.model, tmp)
+        model_sd = self._model_sharded(state.model)
+        (tmp / "optimizer").mkdir(exist_ok=True)
+        dist_checkpointing.save(state.optimizer.sharded_state_dict(model_sd), str(tmp / "optimizer"))
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(_rng_state(), tmp / "rng" / f"rank{_rank()}.pt")
+        if _rank() == 0:
+            full_meta = dict(meta, step=step, layout=_layout(),
+                             scheduler=state.scheduler.state_dict())
+            _write_atomic(tmp / "meta.json", json.dumps(full_meta, indent=1, default=_jsonable))
+            _write_atomic(tmp / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        _barrier()
+        if _rank() == 0:
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _write_atomic(self.root / LATEST, final.name + "\n")
+            self._prune()
+        _barrier()
+        log.info("saved checkpoint %s", final)
+        return final
+
+    def load(self, step_dir: str | Path, state, load_optimizer: bool = True) -> dict[str, Any]:
+        step_dir = resolve_step_dir(step_dir)
+        meta_path = step_dir / "meta.json"
+        if not meta_path.is_file():
+            raise CheckpointError(f"{step_dir} has no meta.json: not a training checkpoint")
+        meta = json.loads(meta_path.read_text())
+        load_model(state.model, step_dir)
+        if load_optimizer:
+            model_sd = self._model_sharded(state.model)
+            opt_sd = state.optimizer.sharded_state_dict(model_sd, is_loading=True)
+            with torch.no_grad():
+                state.optimizer.load_state_dict(
+                    dist_checkpointing.load(opt_sd, str(step_dir / "optimizer")))
+            state.scheduler.load_state_dict(meta["scheduler"])
+        rng_file = step_dir / "rng" / f"rank{_rank()}.pt"
+        if meta.get("layout") == _layout() and rng_file.is_file():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+        else:
+            log.warning("parallel layout changed (%s -> %s): RNG streams re-seeded, the data "
+                        "order is unchanged", meta.get("layout"), _layout())
+        return meta
+
+    @staticmethod
+    def _model_sharded(model_chunks) -> dict:
+        chunks = [unwrap(m) for m in model_chunks]
+        if len(chunks) == 1:
+            return {"model": chunks[0].sharded_state_dict()}
+        return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(chunks)}
+
+    def _prune(self) -> None:
+        steps = sorted(p for p in self.root.glob(f"{STEP_PREFIX}*") if p.is_dir())
+        for old in steps[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

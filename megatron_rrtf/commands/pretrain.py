@@ -1,0 +1,29 @@
+"""`mrrtf pretrain CONFIG... [key=value ...]` (also under `torchrun --nproc-per-node N`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "pretrain a model with megatron-core (TP/PP/DP via torchrun), resumable"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configs", nargs="+",
+                   help="YAML files merged in order (model, objectives, data), then key=value")
+
+
+def run(args: argparse.Namespace) -> int:
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.parallel.init import destroy_parallel
+    from pretrain.run import run_pretrain
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    config = load_config(paths, overrides)
+    try:
+        summary = run_pretrain(config)
+    finally:
+        destroy_parallel()
+    print(json.dumps(summary))
+    return 0 if summary["status"] == "completed" else 3

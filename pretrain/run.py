@@ -1,0 +1,105 @@
+"""`mrrtf pretrain`: build model, data mixture and objectives from one config, then train."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from megatron.core import parallel_state
+
+from megatron_rrtf.config import RunConfig
+from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.objectives.causal import causal_sample
+from megatron_rrtf.objectives.mixture import ObjectiveMixture, collate
+from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.training.flops import flops_per_token
+from megatron_rrtf.training.loop import LoopSpec, Trainer
+from megatron_rrtf.training.setup import build_model_state
+from pretrain.batches import PretrainBatches, to_torch
+from pretrain.forward import STAT_NAMES, make_forward_step
+
+log = logging.getLogger(__name__)
+
+
+def _eval_batches(streams: dict, ids, seq_len: int, micro: int, max_batches: int) -> dict:
+    """Fixed held-out micro-batches per domain (causal LM loss), the same at every evaluation."""
+    out = {}
+    for domain, stream in streams.items():
+        samples = list(itertools.islice(iter(stream), micro * max_batches))
+        n = len(samples) // micro
+        if dist.is_initialized():  # every rank runs the same number of micro-batches
+            t = torch.tensor([n], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            n = int(t.item())
+        if n == 0:
+            log.warning("eval domain %s: fewer than train.micro_batch_size held-out samples on "
+                        "some rank; not evaluated", domain)
+            continue
+        batches = [to_torch(collate([causal_sample(s, ids, seq_len)
+                                     for s in samples[i * micro:(i + 1) * micro]]))
+                   for i in range(n)]
+        for b in batches:
+            b["objective_id"] = torch.zeros_like(b["objective_id"])
+        out[domain] = (lambda bs=batches: bs)
+    return out
+
+
+def build_pretrain_spec(config: RunConfig, tokenizer) -> LoopSpec:
+    """Data stream + objective mixture + forward step for this rank."""
+    from megatron_rrtf.data.stream import build_eval_streams, build_train_stream
+
+    dp_rank = parallel_state.get_data_parallel_rank()
+    dp_size = parallel_state.get_data_parallel_world_size()
+    t, m = config.train, config.model
+    stream = build_train_stream(config, tokenizer, dp_rank, dp_size,
+                                num_samples=t.train_steps * t.global_batch_size)
+    mixture = ObjectiveMixture(config.objectives, tokenizer.special_ids, m.seq_length,
+                               encode=tokenizer.encode, decode=tokenizer.decode, seed=t.seed)
+    source = PretrainBatches(stream, mixture, t.micro_batch_size, m.seq_length)
+    eval_sources = {}
+    if t.eval_interval:
+        eval_sources = _eval_batches(build_eval_streams(config, tokenizer, dp_rank, dp_size),
+                                     tokenizer.special_ids, m.seq_length, t.micro_batch_size,
+                                     t.eval_batches)
+    vocab = m.padded_vocab_size(m.vocab_size or tokenizer.vocab_size)
+    return LoopSpec(source=source, forward_step=make_forward_step(m.attention_backend == "local"),
+                    stat_names=STAT_NAMES, counter_names=source.counter_names(),
+                    eval_sources=eval_sources, tokens_per_sample=m.seq_length,
+                    flops_per_token=flops_per_token(m, vocab))
+
+
+def prepare(config: RunConfig):
+    """Process groups, validation against the world size, tokenizer and vocabulary."""
+    from megatron_rrtf.tokenizer.loader import load_tokenizer
+
+    _, world = initialize_parallel(config.parallel, config.train.seed)
+    config.validate(world_size=world)
+    if not config.data.tokenizer:
+        raise ConfigError("data.tokenizer is not set: point it at a sentencepiece .model or an HF "
+                          "tokenizer directory (mrrtf preprocess writes one)")
+    tokenizer = load_tokenizer(config.data.tokenizer)
+    if config.model.vocab_size is not None and config.model.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
+                          f"tokenizer's {tokenizer.vocab_size} ({config.data.tokenizer})")
+    return tokenizer
+
+
+def write_run_config(config: RunConfig) -> None:
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        run_dir = Path(config.logging.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def run_pretrain(config: RunConfig) -> dict[str, Any]:
+    tokenizer = prepare(config)
+    spec = build_pretrain_spec(config, tokenizer)
+    vocab = config.model.padded_vocab_size(config.model.vocab_size or tokenizer.vocab_size)
+    state = build_model_state(config, vocab)
+    write_run_config(config)
+    return Trainer(config, state, spec).run()
