@@ -98,7 +98,8 @@ def open_indexed(prefix: str | Path, expect: dict[str, int] | None = None):
                                 f"{expect[key]}: truncated or replaced; {fix}")
     try:
         logging.getLogger("megatron.core.datasets.indexed_dataset").setLevel(logging.WARNING)
-        dataset = IndexedDataset(str(prefix), mmap=True)
+        # an empty split (every document held out or skipped) has a 0-byte .bin: no mmap
+        dataset = IndexedDataset(str(prefix), mmap=bin_path.stat().st_size > 0)
     except (AssertionError, ValueError, OSError, struct.error, KeyError) as exc:
         raise DataError(f"{idx_path} is corrupt ({type(exc).__name__}: {exc}); {fix}") from exc
     lengths = dataset.index.sequence_lengths

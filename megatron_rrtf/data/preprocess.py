@@ -114,10 +114,11 @@ def _build_source(source: SourceConfig, data: DataConfig, encoder: ChunkEncoder,
                     offset += length
                 bar.update(len(splits))
         if writers["train"].docs == 0:
-            raise DataError(
-                f"source {source.name}: no training documents left (read {counts.docs_in}, "
-                f"skipped {({k: v for k, v in counts.skipped.items() if v})}, held out "
-                f"{writers['heldout'].docs}); fix the source or data.ingest limits")
+            # Written (so the manifest shows why); the training stream refuses to draw from it.
+            log.warning("source %s: no training documents left (read %d, skipped %s, held out "
+                        "%d); fix the source or data.ingest limits before training on it",
+                        source.name, counts.docs_in,
+                        {k: v for k, v in counts.skipped.items() if v}, writers["heldout"].docs)
         splits_info = {}
         for split in SPLITS:
             info = writers[split].commit()
