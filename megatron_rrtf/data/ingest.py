@@ -1,0 +1,91 @@
+"""Ingest: decode, skip bad documents (counted by reason), drop exact duplicates, and assign
+each kept document to the train or held-out split by its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from megatron_rrtf.config.data import IngestConfig
+from megatron_rrtf.data.sources import RawDoc
+
+SKIP_REASONS = ("invalid_utf8", "binary", "empty", "too_large", "long_line", "malformed_json",
+                "missing_field", "duplicate")
+"""Every reason a document is not written; manifest.json counts each per source."""
+SPLITS = ("train", "heldout")
+
+
+@dataclass
+class IngestCounts:
+    """docs_in == docs_written + sum(skipped.values()) always holds."""
+
+    docs_in: int = 0
+    docs_written: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+
+@dataclass
+class CleanDoc:
+    text: str
+    split: str
+    digest: bytes
+
+
+def skip_reason(payload: bytes | str, cfg: IngestConfig) -> tuple[str | None, str | None]:
+    """(reason, None) for a document to skip, else (None, text)."""
+    if isinstance(payload, bytes):
+        if len(payload) > cfg.max_doc_bytes:
+            return "too_large", None
+        if b"\0" in payload:
+            return "binary", None
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return "invalid_utf8", None
+    else:
+        text = payload
+        if len(text) * 4 > cfg.max_doc_bytes and len(text.encode("utf-8", "surrogatepass")) > cfg.max_doc_bytes:
+            return "too_large", None
+        if "\0" in text:
+            return "binary", None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from a lenient upstream decoder
+            return "invalid_utf8", None
+    if not text.strip():
+        return "empty", None
+    if len(text) > cfg.max_line_length and max(map(len, text.splitlines())) > cfg.max_line_length:
+        return "long_line", None
+    return None, text
+
+
+def heldout_by_hash(digest: bytes, heldout_fraction: float) -> bool:
+    """Deterministic split: the first 8 bytes of the content hash as a fraction of 2**64."""
+    return int.from_bytes(digest[:8], "big") < heldout_fraction * 2**64
+
+
+def clean_documents(docs: Iterator[RawDoc], cfg: IngestConfig, heldout_fraction: float,
+                    seen: set[bytes], counts: IngestCounts) -> Iterator[CleanDoc]:
+    """Filter `docs`, updating `counts` and the cross-source dedup set `seen` as it goes."""
+    for doc in docs:
+        counts.docs_in += 1
+        if doc.problem is not None:
+            counts.skip(doc.problem)
+            continue
+        reason, text = skip_reason(doc.payload, cfg)
+        if reason is not None:
+            counts.skip(reason)
+            continue
+        digest = hashlib.sha256(text.encode("utf-8")).digest()[:16]
+        if cfg.dedup:
+            if digest in seen:
+                counts.skip("duplicate")
+                continue
+            seen.add(digest)
+        counts.docs_written += 1
+        split = "heldout" if heldout_by_hash(digest, heldout_fraction) else "train"
+        yield CleanDoc(text, split, digest)
