@@ -39,3 +39,12 @@ def prefix_lm_sample(raw: np.ndarray, ids: SpecialTokenIds, seq_len: int,
     loss = (np.arange(seq_len) >= p - 1) & (labels != ids.pad)             # [s]
     return Sample(tokens=raw[:-1].copy(), labels=labels, loss_mask=loss.astype(np.float32),
                   prefix_len=p, objective="prefix_lm")
+
+
+def prefix_lm_attention_mask(seq_len: int, prefix_len: int) -> np.ndarray:
+    """Reference mask, bool [seq_len, seq_len], True where query i may attend to key j:
+    j <= i (causal) or both i, j < prefix_len (bidirectional prefix). Dense, so for CPU SDPA and
+    tests; GPU kernels build the same pattern without materialising it (docs/objectives.md)."""
+    query = np.arange(seq_len)[:, None]
+    key = np.arange(seq_len)[None, :]
+    return (key <= query) | ((query < prefix_len) & (key < prefix_len))
