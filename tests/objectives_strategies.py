@@ -50,10 +50,10 @@ def merging_decode(ids: Sequence[int]) -> str:
 
 
 @st.composite
-def packed_samples(draw, seq_lens=st.integers(1, 80), alphabet=None, max_doc=40):
+def packed_samples(draw, max_seq_len=80, alphabet=None, max_doc=40):
     """(raw [seq_len + 1], seq_len): documents joined by EOD, cut at a random start offset so the
     first and last documents are usually partial; empty documents occur."""
-    seq_len = draw(seq_lens)
+    seq_len = draw(st.integers(1, max_seq_len))
     tokens = st.integers(OFFSET, OFFSET + VOCAB - 1) if alphabet is None else \
         st.sampled_from([ord(c) + OFFSET for c in alphabet])
     docs = draw(st.lists(st.lists(tokens, max_size=max_doc), min_size=1, max_size=10))
