@@ -28,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     vocab = config.model.vocab_size
     if vocab is not None:
-        padded = config.model.padded_vocab_size(vocab, config.parallel.tensor_parallel)
+        padded = config.model.padded_vocab_size(vocab)
         print(f"# parameters: {config.model.num_parameters(padded):,} (padded vocab {padded})")
     return 0

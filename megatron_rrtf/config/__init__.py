@@ -49,6 +49,11 @@ class RunConfig:
                 f"model.num_query_groups={m.num_query_groups} must divide or be a multiple of "
                 f"parallel.tensor_parallel={p.tensor_parallel}"
             )
+        if m.make_vocab_size_divisible_by % p.tensor_parallel:
+            raise ConfigError(
+                f"model.make_vocab_size_divisible_by={m.make_vocab_size_divisible_by} is not a "
+                f"multiple of parallel.tensor_parallel={p.tensor_parallel}"
+            )
         if m.ffn_size % p.tensor_parallel:
             raise ConfigError(f"model.ffn_hidden_size={m.ffn_size} is not divisible by "
                               f"parallel.tensor_parallel={p.tensor_parallel}")

@@ -23,8 +23,10 @@ class ModelConfig:
     seq_length: int = 256
     """Training context length; also the size of the learned position table (starcoder)."""
     vocab_size: int | None = None
-    """None: taken from the tokenizer. Padded up to make_vocab_size_divisible_by * TP."""
-    make_vocab_size_divisible_by: int = 64
+    """None: taken from the tokenizer. Padded up to a multiple of make_vocab_size_divisible_by."""
+    make_vocab_size_divisible_by: int = 128
+    """Must be a multiple of parallel.tensor_parallel. The padding does not depend on the TP size,
+    so a checkpoint saved with one layout loads into another."""
     rotary_base: float = 10000.0
     norm_epsilon: float = 1e-5
     init_method_std: float = 0.02
@@ -72,9 +74,9 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be in [0, 1)")
 
-    def padded_vocab_size(self, vocab_size: int, tensor_parallel: int) -> int:
-        """Megatron pads the embedding table so each TP shard has equal, aligned rows."""
-        multiple = self.make_vocab_size_divisible_by * tensor_parallel
+    def padded_vocab_size(self, vocab_size: int) -> int:
+        """The embedding table is padded so every TP shard has equal, aligned rows."""
+        multiple = self.make_vocab_size_divisible_by
         return ((vocab_size + multiple - 1) // multiple) * multiple
 
     def num_parameters(self, vocab_size: int) -> int:

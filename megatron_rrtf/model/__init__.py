@@ -1,0 +1,1 @@
+"""The megatron-core GPT model with MQA in two families, and its attention backends."""

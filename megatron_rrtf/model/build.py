@@ -1,0 +1,100 @@
+"""Build megatron-core's GPTModel for one of the two model families, with our core attention.
+
+Family options are chosen so each maps exactly onto a Hugging Face class (MEGATRON_NOTES.md):
+  starcoder -> GPTBigCodeForCausalLM: learned absolute positions, LayerNorm, GELU(tanh), biases.
+  rope      -> LlamaForCausalLM: RoPE (non-interleaved), RMSNorm, SwiGLU, no biases.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.spec_utils import ModuleSpec
+
+from megatron_rrtf.config import ModelConfig, ParallelConfig, RunConfig
+from megatron_rrtf.model.attention import choose_core_attention
+
+
+def resolve_dtype(precision: str) -> torch.dtype:
+    """`auto` -> bf16 on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def transformer_config(model: ModelConfig, parallel: ParallelConfig,
+                       precision: str = "auto") -> TransformerConfig:
+    dtype = resolve_dtype(precision)
+    on_cpu = not torch.cuda.is_available()
+    family = dict(
+        starcoder=dict(normalization="LayerNorm", add_bias_linear=True, gated_linear_unit=False,
+                       activation_func=partial(F.gelu, approximate="tanh")),
+        rope=dict(normalization="RMSNorm", add_bias_linear=False, gated_linear_unit=True,
+                  activation_func=F.silu),
+    )[model.family]
+    return TransformerConfig(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        num_query_groups=model.num_query_groups,
+        ffn_hidden_size=model.ffn_size,
+        kv_channels=model.kv_channels,
+        layernorm_epsilon=model.norm_epsilon,
+        init_method_std=model.init_method_std,
+        hidden_dropout=model.hidden_dropout,
+        attention_dropout=model.attention_dropout,
+        tensor_model_parallel_size=parallel.tensor_parallel,
+        pipeline_model_parallel_size=parallel.pipeline_parallel,
+        virtual_pipeline_model_parallel_size=parallel.virtual_pipeline,
+        sequence_parallel=parallel.sequence_parallel,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        use_cpu_initialization=on_cpu,
+        # Fusions need apex / TransformerEngine / CUDA kernels; the plain paths are exact.
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        rotary_interleaved=False,
+        **family,
+    )
+
+
+def layer_spec(model: ModelConfig) -> ModuleSpec:
+    """megatron's local layer spec with the core-attention slot filled by device."""
+    spec = get_gpt_layer_local_spec(
+        normalization="RMSNorm" if model.family == "rope" else "LayerNorm")
+    core = choose_core_attention(model.attention_backend)
+    if core is not None:
+        spec = copy.deepcopy(spec)
+        spec.submodules.self_attention.submodules.core_attention = core
+    return spec
+
+
+def build_gpt_model(config: RunConfig, vocab_size: int, pre_process: bool = True,
+                    post_process: bool = True, vp_stage: int | None = None) -> GPTModel:
+    """The GPTModel for this rank's pipeline stage; `vocab_size` is the padded vocabulary."""
+    m = config.model
+    tconfig = transformer_config(m, config.parallel, config.train.precision)
+    return GPTModel(
+        config=tconfig,
+        transformer_layer_spec=layer_spec(m),
+        vocab_size=vocab_size,
+        max_sequence_length=m.seq_length,
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=m.tie_embeddings,
+        position_embedding_type="learned_absolute" if m.family == "starcoder" else "rope",
+        rotary_base=int(m.rotary_base),
+        vp_stage=vp_stage,
+    )

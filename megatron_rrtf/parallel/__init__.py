@@ -1,0 +1,1 @@
+"""Process groups, CPU compatibility and distributed start-up around megatron-core."""
