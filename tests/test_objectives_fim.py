@@ -1,8 +1,11 @@
 """FIM: prefix + middle + suffix text is the document text, PSM/SPM layouts are bigcode's, the
 sample keeps seq_len and <fim_pad> never counts in the loss."""
 
+import io
+
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from objectives_strategies import (
     IDS,
@@ -18,6 +21,12 @@ from objectives_strategies import (
 from megatron_rrtf.config.objectives import FimConfig
 from megatron_rrtf.objectives.fim import fim_layout, fim_sample, fim_split, invert_fim_stream
 from megatron_rrtf.objectives.packing import split_documents
+from megatron_rrtf.tokenizer.special_tokens import (
+    NUM_MASK_SENTINELS,
+    SpecialTokenIds,
+    mask_token,
+    special_tokens,
+)
 
 rates = st.sampled_from([0.0, 0.5, 1.0])
 
@@ -106,3 +115,49 @@ def test_document_spelling_a_special_token_stays_plain():
                             encode, char_decode)
         stream = stream_of(sample)
         assert (stream == IDS.eod).sum() <= 1
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_model():
+    """A tiny BPE model trained here with the project's settings (byte fallback, identity
+    normalisation, special tokens as user-defined symbols): real merges and byte pieces."""
+    spm = pytest.importorskip("sentencepiece")
+    corpus = ["def f(x):\n\treturn x + 1  \n", "class A:\n    pass\n\n# é€😀\n",
+              "for i in range(10):\n    print(i)\n"] * 20
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=model, vocab_size=400, model_type="bpe",
+        byte_fallback=True, user_defined_symbols=special_tokens(),
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        add_dummy_prefix=False, allow_whitespace_only_pieces=True, hard_vocab_limit=False,
+        bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    ids = SpecialTokenIds(*(sp.piece_to_id(t) for t in special_tokens()[:8]),
+                          masks=tuple(sp.piece_to_id(mask_token(i))
+                                      for i in range(1, NUM_MASK_SENTINELS + 1)))
+    return sp, ids
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="abc de\n\t():_=1é€😀", max_size=40), min_size=1, max_size=6),
+       st.integers(1, 60), st.integers(0, 20), rates, st.integers(0, 2**32 - 1))
+def test_fim_restores_text_with_a_real_sentencepiece_model(sentencepiece_model, docs, seq_len,
+                                                           start, spm_rate, seed):
+    sp, ids = sentencepiece_model
+    stream: list[int] = []
+    while len(stream) < start + seq_len + 1:
+        for doc in docs:
+            stream += sp.encode(doc) + [ids.eod]
+    raw = np.array(stream[start:start + seq_len + 1], dtype=np.int64)   # cuts byte pieces too
+    config = FimConfig(fim_rate=1.0, fim_spm_rate=spm_rate)
+    sample = fim_sample(raw, ids, seq_len, np.random.default_rng(seed), config, sp.encode,
+                        sp.decode)
+    assert_sample_shape(sample, seq_len)
+    texts = invert_fim_stream(stream_of(sample), ids, sp.decode)
+    event(f"FIM documents: {min((stream_of(sample) == ids.fim_prefix).sum(), 2)}+")
+    originals = [sp.decode(d.tokens.tolist()) for d in split_documents(raw, ids.eod)]
+    last = len(texts) - 2 if len(texts) > 1 and texts[-1] == "" else len(texts) - 1
+    assert texts[:last] == originals[:last]
+    for i in range(last, len(texts)):   # a truncated suffix may end inside a byte-fallback char
+        assert originals[i].startswith(texts[i].rstrip("\ufffd"))
+    assert (sample.loss_mask[np.isin(sample.labels, (ids.fim_pad, ids.pad))] == 0).all()
