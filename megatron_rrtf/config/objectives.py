@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.tokenizer.special_tokens import NUM_MASK_SENTINELS
 
 OBJECTIVE_NAMES: tuple[str, ...] = ("causal", "span", "fim", "prefix_lm")
 """Every objective, in the order that fixes its integer id in batches (objective_id)."""
@@ -45,8 +46,9 @@ class SpanConfig:
         if self.mean_span_length < 1.0:
             raise ConfigError(
                 f"objectives.span.mean_span_length={self.mean_span_length} must be >= 1")
-        if self.max_spans < 1:
-            raise ConfigError(f"objectives.span.max_spans={self.max_spans} must be >= 1")
+        if not 1 <= self.max_spans <= NUM_MASK_SENTINELS:
+            raise ConfigError(f"objectives.span.max_spans={self.max_spans} must be in [1, "
+                              f"{NUM_MASK_SENTINELS}] (one <mask_i> sentinel per span)")
 
 
 @dataclass
