@@ -28,13 +28,14 @@ def init_distributed(backend: str = "auto") -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if "RANK" not in os.environ:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+    timeout = datetime.timedelta(minutes=10)
+    if "RANK" in os.environ:  # torchrun (or tests/distributed.py) set the rendezvous variables
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:  # a world of one; leaves os.environ alone so child processes start clean
+        dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                rank=0, world_size=1, timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
 
 
