@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "config": "megatron_rrtf.commands.config_cmd",
     "tokenizer": "megatron_rrtf.commands.tokenizer_cmd",
     "pretrain": "megatron_rrtf.commands.pretrain",
+    "plot": "megatron_rrtf.commands.plot",
 }
 
 

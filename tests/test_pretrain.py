@@ -225,3 +225,23 @@ def test_loss_falls_below_the_unigram_entropy_of_the_data(tiny_data_config, tmp_
     run_pretrain(cfg)
     losses = [r["loss"] for r in read_metrics(tmp_path)]
     assert np.mean(losses[-5:]) < unigram < losses[0], (losses[0], unigram, losses[-5:])
+
+
+def test_plot_writes_loss_curves_of_several_runs(tmp_path):
+    import json
+
+    from megatron_rrtf.cli import main
+
+    for name, offset in (("causal", 0.0), ("mix", 0.3)):
+        run = tmp_path / name
+        run.mkdir()
+        lines = [dict(kind="train", step=s, loss=5 - s / 10 + offset, consumed_tokens=s * 100,
+                      **{"loss/causal": 5 - s / 10, "loss/span": None}) for s in range(1, 6)]
+        lines.append({"kind": "eval", "step": 5, "eval/nl/loss": 4.0 + offset})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert main(["plot", str(tmp_path / "causal"), str(tmp_path / "mix"),
+                 "--out", str(tmp_path / "plots")]) == 0
+    for png in ("train_loss.png", "eval_loss.png"):
+        data = (tmp_path / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert main(["plot", str(tmp_path / "missing")]) == 2
