@@ -14,6 +14,8 @@ from megatron_rrtf.errors import MrrtfError
 COMMANDS: dict[str, str] = {
     "config": "megatron_rrtf.commands.config_cmd",
     "tokenizer": "megatron_rrtf.commands.tokenizer_cmd",
+    "preprocess": "megatron_rrtf.commands.preprocess_cmd",
+    "data": "megatron_rrtf.commands.data_cmd",
     "pretrain": "megatron_rrtf.commands.pretrain",
     "plot": "megatron_rrtf.commands.plot",
 }

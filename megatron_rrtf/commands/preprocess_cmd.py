@@ -1,0 +1,30 @@
+"""`mrrtf preprocess`: ingest + tokenize every configured source into data.output_dir."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("ingest and tokenize data.sources into megatron indexed datasets (trains the tokenizer "
+        "first when data.tokenizer is null and data.train_tokenizer is set)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configs", nargs="+", help="YAML files (merged in order) then key.sub=value overrides")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.data.preprocess import preprocess
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    config = load_config(paths, overrides)
+    manifest = preprocess(config, progress=not args.no_progress)
+    for name, entry in manifest["sources"].items():
+        skipped = {k: v for k, v in entry["skipped"].items() if v}
+        print(f"{name}: {entry['docs_written']}/{entry['docs_in']} docs, {entry['tokens']:,} "
+              f"tokens (train {entry['splits']['train']['tokens']:,}, held out "
+              f"{entry['splits']['heldout']['tokens']:,}); skipped {skipped or 'none'}")
+    print(f"wrote {config.data.output_dir}/manifest.json")
+    return 0
