@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "data": "megatron_rrtf.commands.data_cmd",
     "pretrain": "megatron_rrtf.commands.pretrain",
     "plot": "megatron_rrtf.commands.plot",
+    "demo": "megatron_rrtf.commands.demo",
 }
 
 
@@ -36,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party() -> None:
+    """megatron-core logs every parameter group and warns that optional CUDA extensions (Apex,
+    TransformerEngine) are absent; useful with -v, noise otherwise."""
+    import warnings
+
+    for name in ("megatron", "matplotlib", "datasets", "httpx", "torch.distributed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(Apex|Transformer Engine|TransformerEngine)")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*cuda_graph_scope")
+    warnings.filterwarnings("ignore", message=r".*checkpoint\.load_state_dict")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        quiet_third_party()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -26,4 +26,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         destroy_parallel()
     print(json.dumps(summary))
-    return 0 if summary["status"] == "completed" else 3
+    # 0: done or stopped at train.exit_interval (resume with the same command); 3: stopped by a
+    # signal after saving, so a cluster scheduler can tell a pre-emption from a finished run.
+    return 3 if summary["status"] == "interrupted" else 0

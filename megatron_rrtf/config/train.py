@@ -34,7 +34,9 @@ class TrainConfig:
     max_nonfinite_steps: int = 5
     """Stop the run after this many consecutive NaN/Inf losses or gradients (each is skipped)."""
     log_interval: int = 1
-    deterministic: bool = True
+    exit_interval: int | None = None
+    """Save and stop at the first step divisible by this (time-sliced cluster jobs); the next
+    invocation resumes from it. None = run to train_steps."""
 
     def validate(self) -> None:
         for name in ("micro_batch_size", "global_batch_size", "train_steps", "log_interval",
@@ -49,6 +51,8 @@ class TrainConfig:
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"train.lr={self.lr} / train.min_lr={self.min_lr}: need lr > 0 and "
                               "0 <= min_lr <= lr")
+        if self.exit_interval is not None and self.exit_interval < 1:
+            raise ConfigError(f"train.exit_interval={self.exit_interval} must be >= 1 or null")
         if self.warmup_steps < 0 or self.eval_interval < 0:
             raise ConfigError("train.warmup_steps and train.eval_interval must be >= 0")
         if self.lr_decay_steps is not None and self.lr_decay_steps < 1:

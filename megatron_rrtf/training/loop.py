@@ -258,6 +258,12 @@ class Trainer:
                     if cfg.checkpoint.save_on_signal and last_saved != self._step_path():
                         last_saved = self.save()
                     break
+                exit_every = cfg.train.exit_interval
+                if exit_every and self.step % exit_every == 0 and self.step < total:
+                    status = "exited"
+                    if last_saved != self._step_path():
+                        last_saved = self.save()
+                    break
             if status == "completed" and last_saved != self._step_path():
                 last_saved = self.save()
         finally:
