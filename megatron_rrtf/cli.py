@@ -15,6 +15,8 @@ COMMANDS: dict[str, str] = {
     "config": "megatron_rrtf.commands.config_cmd",
     "tokenizer": "megatron_rrtf.commands.tokenizer_cmd",
     "pretrain": "megatron_rrtf.commands.pretrain",
+    "export": "megatron_rrtf.commands.export",
+    "import": "megatron_rrtf.commands.import_cmd",
 }
 
 
