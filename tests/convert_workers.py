@@ -63,9 +63,41 @@ def save_tiny_checkpoint(run_dir: str | Path, tokenizer: str | Path, overrides: 
     return logits
 
 
-def save_tp2_checkpoints(cases: list[tuple[str, str, str, list[str]]], tokens: torch.Tensor
-                         ) -> dict[str, torch.Tensor]:
-    """In each of 2 spawned ranks: save every (name, run_dir, tokenizer, overrides) case, TP=2."""
-    return {name: save_tiny_checkpoint(run_dir, tokenizer, overrides + ["parallel.tensor_parallel=2"],
-                                       tokens)
-            for name, run_dir, tokenizer, overrides in cases}
+def save_pipeline_checkpoint(run_dir: str | Path, tokenizer: str | Path, overrides: list[str],
+                             seed: int = 11) -> dict[str, torch.Tensor]:
+    """PP=2, 4 layers: save this stage's perturbed weights; return them under TP=1/PP=1 names."""
+    config = tiny_config(tokenizer, overrides + ["model.num_layers=4",
+                                                 "parallel.pipeline_parallel=2"])
+    initialize_parallel(config.parallel, seed)
+    m = config.model
+    padded = m.padded_vocab_size(m.vocab_size or load_tokenizer(tokenizer).vocab_size)
+    model = build_gpt_model(config, padded, pre_process=parallel_state.is_pipeline_first_stage(),
+                            post_process=parallel_state.is_pipeline_last_stage())
+    offset = parallel_state.get_pipeline_model_parallel_rank() * m.num_layers // 2
+    weights = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            parts = name.split(".")
+            if name.startswith("decoder.layers."):
+                parts[2] = str(int(parts[2]) + offset)
+            name = ".".join(parts)
+            g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + seed)
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+            weights[name] = p.detach().clone()
+    step_dir = Path(run_dir) / "checkpoints" / STEP
+    save_model(model, step_dir)
+    if dist.get_rank() == 0:
+        (step_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    dist.barrier()
+    return weights
+
+
+def save_parallel_checkpoints(tp_cases: list[tuple[str, str, str, list[str]]],
+                              pp_case: tuple[str, str, list[str]], tokens: torch.Tensor) -> dict:
+    """In each of 2 spawned ranks: save every (name, run_dir, tokenizer, overrides) case with
+    TP=2 (returning full-vocab logits), then `pp_case` with PP=2 (returning its weights)."""
+    out = {name: save_tiny_checkpoint(run_dir, tokenizer,
+                                      overrides + ["parallel.tensor_parallel=2"], tokens)
+           for name, run_dir, tokenizer, overrides in tp_cases}
+    out["pp2_weights"] = save_pipeline_checkpoint(*pp_case)
+    return out

@@ -132,19 +132,28 @@ def test_exported_hf_logits_equal_megatron_logits(exported, case):
     assert generation["pad_token_id"] == tok.pad_token_id
 
 
-def test_export_from_tensor_parallel_2_checkpoint(tmp_path, tiny_tokenizer_path):
-    cases = [(name, str(tmp_path / name), str(tiny_tokenizer_path), CASES[name])
-             for name in ("starcoder-mqa", "rope-gqa")]
-    tp2_logits = run_distributed(workers.save_tp2_checkpoints, 2, cases, _tokens())[0]
-    saved = json.loads((tmp_path / "rope-gqa/checkpoints" / workers.STEP / "model" /
-                        "metadata.json").read_text())
-    assert saved  # written by two ranks
-    for name, run_dir, _, _ in cases:
+def test_export_from_tensor_and_pipeline_parallel_2_checkpoints(tmp_path, tiny_tokenizer_path):
+    tok = str(tiny_tokenizer_path)
+    tp_cases = [(name, str(tmp_path / name), tok, CASES[name])
+                for name in ("starcoder-mqa", "rope-gqa")]
+    pp_case = (str(tmp_path / "pp2"), tok, CASES["rope-gqa"])
+    saved = run_distributed(workers.save_parallel_checkpoints, 2, tp_cases, pp_case, _tokens())
+    for name, run_dir, _, _ in tp_cases:
         out = export_checkpoint(Path(run_dir) / "checkpoints" / workers.STEP, tmp_path / f"{name}-hf")
         vocab = json.loads((out / "config.json").read_text())["vocab_size"]
-        diff = (_hf_logits(out, _tokens()) - tp2_logits[name][..., :vocab]).abs().max().item()
+        tp2_logits = saved[0][name][..., :vocab]
+        diff = (_hf_logits(out, _tokens()) - tp2_logits).abs().max().item()
         print(f"{name} from TP=2: max |HF - megatron TP=2| logit difference {diff:.3g}")
         assert diff < LOGIT_TOL
+    # PP=2: the exported weights are exactly the ones both stages saved.
+    out = export_checkpoint(tmp_path / "pp2/checkpoints" / workers.STEP, tmp_path / "pp2-hf")
+    config = workers.tiny_config(tok, CASES["rope-gqa"] + ["model.num_layers=4"])
+    back = llama.from_hf(load_file(out / "model.safetensors"), config.model, 1408)
+    stages = {**saved[0]["pp2_weights"], **saved[1]["pp2_weights"]}
+    assert set(back) == set(stages)
+    for name, weight in stages.items():
+        rows = 1300 if name in llama.EMBEDDING_KEYS else weight.shape[0]
+        assert torch.equal(back[name][:rows], weight[:rows]), name
 
 
 def test_generate_runs_on_exported_model_and_follows_megatron_argmax(exported):

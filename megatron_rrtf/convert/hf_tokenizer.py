@@ -89,10 +89,13 @@ def sentencepiece_to_tokenizers(model_path: str | Path):
 
 
 def export_tokenizer(model_path: str | Path, out_dir: str | Path,
-                     model_max_length: int | None = None) -> dict[str, int | None]:
+                     model_max_length: int | None = None) -> dict[str, int]:
     """Write tokenizer.json + tokenizer_config.json for our sentencepiece model into `out_dir`.
 
-    Returns the special ids written (eos = pad fallback = EOD, unk) for the model configs."""
+    eos is EOD, pad is <pad> (EOD when absent). No unk_token is declared: transformers would
+    register it as an added token and split the literal text "<unk>" (common in NLP code) into
+    one id, which sentencepiece never does; with byte fallback <unk> is never produced anyway
+    (the BPE model keeps it as its internal unk piece). Returns {eos_token_id, pad_token_id}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = sentencepiece_to_tokenizers(model_path)
@@ -102,8 +105,6 @@ def export_tokenizer(model_path: str | Path, out_dir: str | Path,
         raise ExportError(f"tokenizer {model_path} has no {EOD} piece: the exported model needs it "
                           "as eos_token; train the tokenizer with `mrrtf tokenizer train`")
     pad = PAD if PAD in vocab else EOD
-    proto = _load_proto(Path(model_path))
-    unk = proto.pieces[proto.trainer_spec.unk_id].piece
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": EOD,
@@ -115,4 +116,4 @@ def export_tokenizer(model_path: str | Path, out_dir: str | Path,
         "model_max_length": model_max_length or 1_000_000_000_000_000_019_884_624_838_656,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"eos_token_id": vocab[EOD], "pad_token_id": vocab[pad], "unk_token_id": vocab[unk]}
+    return {"eos_token_id": vocab[EOD], "pad_token_id": vocab[pad]}
