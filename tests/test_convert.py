@@ -295,3 +295,30 @@ def test_tokenizer_conversion_refuses_dummy_prefix_models(tmp_path):
         minloglevel=2)  # sentencepiece defaults: dummy prefix, whitespace collapsing
     with pytest.raises(ExportError, match="add_dummy_prefix"):
         sentencepiece_to_tokenizers(tmp_path / "m.model")
+
+
+# -- integration with the training loop ---------------------------------------------------
+
+@pytest.mark.slow
+def test_pretrain_run_directory_exports_and_generates(tiny_data_config, tmp_path):
+    """What `mrrtf pretrain` writes (RUN/checkpoints/latest -> step dir) is what export reads."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pretrain.run import run_pretrain
+
+    c = tiny_data_config
+    config = dataclasses.replace(
+        c, model=dataclasses.replace(c.model, family="rope", hidden_size=64, num_query_groups=2),
+        train=dataclasses.replace(c.train, train_steps=2, warmup_steps=1, micro_batch_size=2,
+                                  global_batch_size=2),
+        logging=dataclasses.replace(c.logging, run_dir=str(tmp_path / "run"),
+                                    wandb_mode="disabled", progress_bar=False))
+    summary = run_pretrain(config)     # in this process's world of one, like the other tests
+    assert summary["status"] == "completed"
+    assert mrrtf(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    out = model.generate(**tok("def f(", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == len(tok("def f(")["input_ids"]) + 4
