@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "preprocess": "megatron_rrtf.commands.preprocess_cmd",
     "data": "megatron_rrtf.commands.data_cmd",
     "pretrain": "megatron_rrtf.commands.pretrain",
+    "export": "megatron_rrtf.commands.export",
+    "import": "megatron_rrtf.commands.import_cmd",
     "plot": "megatron_rrtf.commands.plot",
     "demo": "megatron_rrtf.commands.demo",
 }

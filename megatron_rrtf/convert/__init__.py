@@ -1,0 +1,1 @@
+"""Megatron checkpoints <-> Hugging Face transformers models and tokenizers."""

@@ -1,0 +1,91 @@
+"""A local Hugging Face GPTBigCode / Llama checkpoint -> our checkpoint layout:
+
+    OUT/checkpoints/step_00000000/{model/, config.yaml}   model/ via dist_checkpointing
+    OUT/checkpoints/latest                                names the step directory
+    OUT/tokenizer/                                        copy of the HF tokenizer files
+
+The megatron model config comes from the HF config (options we cannot reproduce exactly are
+refused by name); model.vocab_size is the HF vocab size, so export gives back the same shapes.
+The step has no optimizer/meta.json: it holds weights only (an initialisation, not a resumable
+training state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from megatron_rrtf.checkpoint.manager import LATEST, step_dir_name
+from megatron_rrtf.checkpoint.model_io import save_model
+from megatron_rrtf.config import RunConfig
+from megatron_rrtf.config.data import DataConfig
+from megatron_rrtf.config.train import LoggingConfig
+from megatron_rrtf.convert import families
+from megatron_rrtf.errors import CheckpointError, ConfigError
+from megatron_rrtf.tokenizer.hf_tokenizer import HF_TOKENIZER_FILES
+from megatron_rrtf.tokenizer.loader import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def import_checkpoint(hf_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
+    """Convert `hf_dir` into `out_dir` (see module docstring); returns the step directory."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from megatron_rrtf.model.build import build_gpt_model
+    from megatron_rrtf.parallel.init import initialize_parallel
+
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if not (hf_dir / "config.json").is_file():
+        raise CheckpointError(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
+    if (out_dir / "checkpoints").exists():
+        raise CheckpointError(f"{out_dir}/checkpoints already exists; import into a new directory")
+    hf_config = AutoConfig.from_pretrained(str(hf_dir), local_files_only=True)
+    converter = families.for_hf_config(hf_config)
+    model = converter.model_config(hf_config)
+
+    tokenizer_dir = out_dir / "tokenizer"
+    names = [n for n in HF_TOKENIZER_FILES if (hf_dir / n).is_file()]
+    if not names:
+        raise CheckpointError(f"{hf_dir} has no tokenizer files ({', '.join(HF_TOKENIZER_FILES)})")
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(hf_dir / name, tokenizer_dir / name)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if tokenizer.vocab_size > model.vocab_size:
+        raise ConfigError(f"the tokenizer in {hf_dir} has {tokenizer.vocab_size} ids, more than "
+                          f"the model's vocab_size={model.vocab_size}")
+    config = RunConfig(model=model,
+                       data=DataConfig(tokenizer=str(tokenizer_dir.resolve())),
+                       logging=LoggingConfig(run_dir=str(out_dir.resolve())))
+    config.validate()
+
+    hf_model = AutoModelForCausalLM.from_pretrained(str(hf_dir), local_files_only=True,
+                                                    dtype="auto")
+    padded = model.padded_vocab_size(model.vocab_size)
+    state = converter.from_hf(hf_model.state_dict(), model, padded)
+    del hf_model
+    initialize_parallel(config.parallel, seed)
+    megatron = build_gpt_model(config, padded)
+    missing, unexpected = megatron.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("._extra_state")]
+    if missing or unexpected:
+        raise CheckpointError(f"converted weights do not fit the megatron model: missing "
+                              f"{missing[:3]}, unexpected {unexpected[:3]}")
+
+    root = out_dir / "checkpoints"
+    final = root / step_dir_name(0)
+    tmp = root / f".tmp_{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(megatron, tmp)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, final)
+    (root / LATEST).write_text(final.name + "\n")
+    log.info("imported %s (%s) -> %s", hf_dir, converter.ARCHITECTURE, final)
+    return final
+
