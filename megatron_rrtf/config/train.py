@@ -71,6 +71,10 @@ class CheckpointConfig:
     load: str | None = "auto"
     """auto: resume from <run_dir>/checkpoints/latest when present; a path: load that; null: fresh."""
     save_on_signal: bool = True
+    init_from: str | None = None
+    """Start from these model weights only (a step or run directory, e.g. one written by
+    `mrrtf import` or a pretraining run) when the run has no checkpoint of its own to resume:
+    fresh optimizer, schedule and data order. Ignored once the run has saved a checkpoint."""
 
     def validate(self) -> None:
         if self.save_interval < 0:

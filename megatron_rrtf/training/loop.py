@@ -138,6 +138,14 @@ class Trainer:
             return
         path = self.ckpt.latest() if load == "auto" else Path(load)
         if path is None:
+            init = self.config.checkpoint.init_from
+            if init:
+                from megatron_rrtf.checkpoint.manager import resolve_step_dir
+                from megatron_rrtf.checkpoint.model_io import load_model
+
+                load_model(self.state.model, resolve_step_dir(init))
+                log.info("initialised model weights from %s (fresh optimizer and data order)",
+                         init)
             return
         meta = self.ckpt.load(path, self.state)
         self.step = meta["step"]
