@@ -245,3 +245,22 @@ def test_plot_writes_loss_curves_of_several_runs(tmp_path):
         data = (tmp_path / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+def test_init_from_loads_weights_only_into_a_fresh_run(tiny_data_config, tmp_path):
+    import torch
+
+    from megatron_rrtf.checkpoint.model_io import load_model
+
+    run_pretrain(pretrain_config(tiny_data_config, tmp_path / "a", "train.train_steps=2"))
+    cfg = pretrain_config(tiny_data_config, tmp_path / "b", "train.train_steps=2",
+                          f"checkpoint.init_from={tmp_path / 'a'}")
+    tokenizer = prepare(cfg)
+    vocab = cfg.model.padded_vocab_size(tokenizer.vocab_size)
+    trainer = Trainer(cfg, build_model_state(cfg, vocab), build_pretrain_spec(cfg, tokenizer))
+    trainer.maybe_resume()
+    assert trainer.step == 0 and trainer.spec.source.state_dict()["consumed_samples"] == 0
+    reference = build_model_state(cfg, vocab)
+    load_model(reference.model, resolve_step_dir(tmp_path / "a"))
+    for p, q in zip(trainer.state.model[0].parameters(), reference.model[0].parameters()):
+        assert torch.equal(p, q)
