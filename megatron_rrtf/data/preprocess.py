@@ -4,7 +4,6 @@ A source whose outputs already match its fingerprint is skipped (resumable)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -69,12 +68,21 @@ def obtain_tokenizer(data: DataConfig) -> Tokenizer:
     return load_tokenizer(path)
 
 
-def _chunks(docs: Iterator[CleanDoc], size: int) -> Iterator[tuple[list[str], list[str]]]:
-    while True:
-        batch = list(itertools.islice(docs, size))
-        if not batch:
-            return
-        yield [d.split for d in batch], [d.text for d in batch]
+def _chunks(docs: Iterator[CleanDoc], max_docs: int,
+            max_chars: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(splits, texts) work items of <= max_docs documents and about <= max_chars characters."""
+    splits: list[str] = []
+    texts: list[str] = []
+    chars = 0
+    for doc in docs:
+        splits.append(doc.split)
+        texts.append(doc.text)
+        chars += len(doc.text)
+        if len(texts) >= max_docs or chars >= max_chars:
+            yield splits, texts
+            splits, texts, chars = [], [], 0
+    if texts:
+        yield splits, texts
 
 
 def _is_current(entry: dict[str, Any] | None, fingerprint: str, out: Path) -> bool:
@@ -107,7 +115,8 @@ def _build_source(source: SourceConfig, data: DataConfig, encoder: ChunkEncoder,
                 yield doc
 
         with tqdm(desc=f"tokenize {source.name}", unit="doc", disable=not progress) as bar:
-            for splits, (tokens, lengths) in encoder.map(_chunks(docs(), data.chunk_docs)):
+            for splits, (tokens, lengths) in encoder.map(_chunks(docs(), data.chunk_docs,
+                                                                      data.chunk_bytes)):
                 offset = 0
                 for split, length in zip(splits, lengths):
                     writers[split].add(tokens[offset:offset + length])
