@@ -65,7 +65,9 @@ def obtain_tokenizer(data: DataConfig, input_digests: dict[str, str]) -> Tokeniz
     path = tokenizer_path(data)
     if data.tokenizer is None:
         recipe = {"train_tokenizer": to_dict(data.train_tokenizer), "inputs": input_digests,
-                  "sources": to_dict(data.sources), "ingest": to_dict(data.ingest),
+                  "sources": [{k: v for k, v in to_dict(s).items() if k != "weight"}
+                              for s in data.sources],
+                  "ingest": to_dict(data.ingest),
                   "heldout_fraction": data.heldout_fraction}
         recipe_path = path.with_suffix(".train.json")
         current = (path.is_file() and recipe_path.is_file()
