@@ -150,3 +150,40 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path, tiny_tokenizer_path):
             (tmp_path / "two" / "out" / name).read_bytes(), name
     m1 = json.loads((tmp_path / "one" / "out" / "manifest.json").read_text())
     assert m1["sources"]["a"]["docs_written"] > 0
+
+
+def test_crash_mid_source_keeps_finished_sources_and_leaves_no_partial_files(
+        tmp_path, tiny_tokenizer_path, monkeypatch, caplog):
+    import megatron_rrtf.data.preprocess as preprocess_module
+
+    code = tmp_path / "code"
+    code.mkdir()
+    for i in range(8):
+        (code / f"a{i}.py").write_text(f"a{i} = {i}\n")
+        (code / f"b{i}.py").write_text(f"b{i} = '{i}' * 3\n")
+    config = load_config([], [
+        f"data.tokenizer={tiny_tokenizer_path}", f"data.output_dir={tmp_path / 'out'}",
+        "data.workers=1", "data.chunk_docs=2", "data.heldout_fraction=0.0",
+        f"data.sources=[{{name: a, domain: code, dir: '{code}', glob: 'a*.py'}},"
+        f" {{name: b, domain: code, dir: '{code}', glob: 'b*.py'}}]"])
+    real = preprocess_module.iter_documents
+
+    def crashing(source):
+        for i, doc in enumerate(real(source)):
+            if source.name == "b" and i == 5:
+                raise KeyboardInterrupt("simulated kill")
+            yield doc
+
+    monkeypatch.setattr(preprocess_module, "iter_documents", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(config, progress=False)
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["sources"]) == ["a"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("b")) == []
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    monkeypatch.setattr(preprocess_module, "iter_documents", real)
+    caplog.set_level("INFO")
+    manifest = preprocess(config, progress=False)
+    assert "source a is up to date" in caplog.text
+    assert manifest["sources"]["b"]["docs_written"] == 8

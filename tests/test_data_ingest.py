@@ -46,6 +46,11 @@ def test_each_skip_reason_is_counted(tmp_path, tiny_tokenizer_path, messy_dir):
         json.dumps({"title": "no text field here"}),
         json.dumps({"text": GOOD.format(i=1)}),  # duplicate of a file in the first source
         json.dumps({"text": ""}),
+        json.dumps({"text": "tok.decode(ids) + '<|endoftext|>'"}),
+        json.dumps({"text": "nul \u0000 inside"}),
+        json.dumps({"text": "é" * 1500}),  # 3000 bytes in UTF-8 > max_doc_bytes
+        json.dumps({"text": "a line " + "x" * 300}),
+        json.dumps({"text": 42}),
     ]) + "\n")
     config = make_config(
         tmp_path, tiny_tokenizer_path,
@@ -57,8 +62,10 @@ def test_each_skip_reason_is_counted(tmp_path, tiny_tokenizer_path, messy_dir):
     assert py["skipped"] == {**dict.fromkeys(SKIP_REASONS, 0), "duplicate": 1, "binary": 1,
                              "invalid_utf8": 1, "empty": 1, "too_large": 1, "long_line": 1}
     assert notes["skipped"] == {**dict.fromkeys(SKIP_REASONS, 0), "malformed_json": 1,
-                                "missing_field": 1, "duplicate": 1, "empty": 1}
-    for entry, docs_in, written in ((py, 11, 5), (notes, 5, 1)):
+                                "missing_field": 2, "duplicate": 1, "empty": 1,
+                                "special_token": 1, "binary": 1, "too_large": 1,
+                                "long_line": 1}
+    for entry, docs_in, written in ((py, 11, 5), (notes, 10, 1)):
         assert entry["docs_in"] == docs_in
         assert entry["docs_written"] == written
         assert entry["docs_in"] == entry["docs_written"] + sum(entry["skipped"].values())

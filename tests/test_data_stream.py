@@ -53,6 +53,10 @@ def test_resume_mid_epoch_is_bit_exact(tiny_data_config, tiny_tokenizer):
     b = build_train_stream(tiny_data_config, tiny_tokenizer, 0, 1, 400)
     b.load_state_dict(dict(state))
     assert_same(batches(b, 5), expected)
+    # a run extended to more samples replays the same order (the blend is prefix-stable)
+    longer = build_train_stream(tiny_data_config, tiny_tokenizer, 0, 1, 900)
+    longer.load_state_dict(dict(state))
+    assert_same(batches(longer, 5), expected)
 
 
 def test_resume_across_epoch_boundary_is_bit_exact(tiny_data_config, tiny_tokenizer):
@@ -109,14 +113,15 @@ def test_weights_are_honoured(tiny_data_config, tiny_tokenizer):
     assert epochs["prose"] > 1 > epochs["py"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(weights=st.lists(st.floats(0.01, 10), min_size=1, max_size=5),
        size=st.integers(1, 3000))
-def test_blend_counts_stay_within_one_of_the_weights(weights, size):
+def test_blend_counts_stay_close_to_the_weights(weights, size):
     source, count = blend_indices(weights, size)
     w = np.asarray(weights) / sum(weights)
     counts = np.bincount(source, minlength=len(weights))
-    assert np.all(np.abs(counts - w * size) <= 1.0 + 1e-9)
+    # the greedy "largest deficit" rule keeps every count within 2 of its share (<= 5 sources)
+    assert np.all(np.abs(counts - w * size) < 2.0)
     # the running count per source is 0, 1, 2, ... in order
     for s in range(len(weights)):
         assert count[source == s].tolist() == list(range(counts[s]))

@@ -123,3 +123,18 @@ def test_cli_trains_a_tokenizer(tmp_path):
     tok = load_tokenizer(tmp_path / "tok.model")
     assert tok.vocab_size == 320
     assert tok.decode(tok.encode("def add(a, b):\n")) == "def add(a, b):\n"
+
+
+def test_hf_tokenizer_without_endoftext_uses_its_eos(tmp_path):
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.train_from_iterator(["hello world\n"] * 10, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>").save_pretrained(tmp_path)
+    tok = load_tokenizer(tmp_path)
+    assert tok.eod == tok.token_to_id("</s>")

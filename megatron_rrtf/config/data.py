@@ -95,8 +95,10 @@ class DataConfig:
     """Seeds the per-(source, epoch) document and sample shuffles."""
     workers: int = 2
     """Tokenizer worker processes in preprocessing."""
-    chunk_docs: int = 64
-    """Documents per tokenizer work item."""
+    chunk_docs: int = 256
+    """At most this many documents per tokenizer work item ..."""
+    chunk_bytes: int = 131072
+    """... and at most about this many characters (small items keep the workers evenly busy)."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     train_tokenizer: TokenizerTrainConfig | None = None
     builtin_corpus: str | None = None
@@ -108,8 +110,8 @@ class DataConfig:
             raise ConfigError("data.output_dir must be a non-empty path")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must be in [0, 1)")
-        if self.workers < 1 or self.chunk_docs < 1:
-            raise ConfigError("data.workers and data.chunk_docs must be >= 1")
+        if self.workers < 1 or self.chunk_docs < 1 or self.chunk_bytes < 1:
+            raise ConfigError("data.workers, data.chunk_docs and data.chunk_bytes must be >= 1")
         self.ingest.validate()
         if self.train_tokenizer is not None:
             self.train_tokenizer.validate()

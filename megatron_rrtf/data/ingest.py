@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 
 from megatron_rrtf.config.data import IngestConfig
 from megatron_rrtf.data.sources import RawDoc
+from megatron_rrtf.tokenizer.special_tokens import special_tokens
+
+_SPECIAL = tuple(special_tokens())
 
 SKIP_REASONS = ("invalid_utf8", "binary", "empty", "too_large", "long_line", "malformed_json",
-                "missing_field", "duplicate")
+                "missing_field", "special_token", "duplicate")
 """Every reason a document is not written; manifest.json counts each per source."""
 SPLITS = ("train", "heldout")
 
@@ -60,6 +63,9 @@ def skip_reason(payload: bytes | str, cfg: IngestConfig) -> tuple[str | None, st
         return "empty", None
     if len(text) > cfg.max_line_length and max(map(len, text.splitlines())) > cfg.max_line_length:
         return "long_line", None
+    if "<" in text and any(token in text for token in _SPECIAL):
+        # the tokenizer would turn e.g. a literal "<|endoftext|>" into a false document end
+        return "special_token", None
     return None, text
 
 

@@ -4,7 +4,7 @@ A source whose outputs already match its fingerprint is skipped (resumable)."""
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -59,22 +59,45 @@ def _training_texts(data: DataConfig) -> Iterator[str]:
             yield doc.text
 
 
-def obtain_tokenizer(data: DataConfig) -> Tokenizer:
-    """Load data.tokenizer, or train one from the sources when it is not there yet."""
+def obtain_tokenizer(data: DataConfig, input_digests: dict[str, str]) -> Tokenizer:
+    """Load data.tokenizer, or train one from the sources unless the one already trained
+    came from the same settings and inputs (recorded beside it in <prefix>.train.json)."""
     path = tokenizer_path(data)
-    if data.tokenizer is None and not path.is_file():
-        log.info("training a %d-piece tokenizer into %s", data.train_tokenizer.vocab_size, path)
-        train_tokenizer_from_texts(_training_texts(data), data.train_tokenizer.vocab_size,
-                                   path.with_suffix(""), num_threads=data.workers)
+    if data.tokenizer is None:
+        recipe = {"train_tokenizer": to_dict(data.train_tokenizer), "inputs": input_digests,
+                  "sources": [{k: v for k, v in to_dict(s).items() if k != "weight"}
+                              for s in data.sources],
+                  "ingest": to_dict(data.ingest),
+                  "heldout_fraction": data.heldout_fraction}
+        recipe_path = path.with_suffix(".train.json")
+        current = (path.is_file() and recipe_path.is_file()
+                   and json.loads(recipe_path.read_text()) == recipe)
+        if current:
+            log.info("tokenizer %s is up to date", path)
+        else:
+            log.info("training a %d-piece tokenizer into %s", data.train_tokenizer.vocab_size,
+                     path)
+            train_tokenizer_from_texts(_training_texts(data), data.train_tokenizer.vocab_size,
+                                       path.with_suffix(""), num_threads=data.workers)
+            recipe_path.write_text(json.dumps(recipe, indent=1))
     return load_tokenizer(path)
 
 
-def _chunks(docs: Iterator[CleanDoc], size: int) -> Iterator[tuple[list[str], list[str]]]:
-    while True:
-        batch = list(itertools.islice(docs, size))
-        if not batch:
-            return
-        yield [d.split for d in batch], [d.text for d in batch]
+def _chunks(docs: Iterator[CleanDoc], max_docs: int,
+            max_chars: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(splits, texts) work items of <= max_docs documents and about <= max_chars characters."""
+    splits: list[str] = []
+    texts: list[str] = []
+    chars = 0
+    for doc in docs:
+        splits.append(doc.split)
+        texts.append(doc.text)
+        chars += len(doc.text)
+        if len(texts) >= max_docs or chars >= max_chars:
+            yield splits, texts
+            splits, texts, chars = [], [], 0
+    if texts:
+        yield splits, texts
 
 
 def _is_current(entry: dict[str, Any] | None, fingerprint: str, out: Path) -> bool:
@@ -107,7 +130,8 @@ def _build_source(source: SourceConfig, data: DataConfig, encoder: ChunkEncoder,
                 yield doc
 
         with tqdm(desc=f"tokenize {source.name}", unit="doc", disable=not progress) as bar:
-            for splits, (tokens, lengths) in encoder.map(_chunks(docs(), data.chunk_docs)):
+            for splits, (tokens, lengths) in encoder.map(_chunks(docs(), data.chunk_docs,
+                                                                      data.chunk_bytes)):
                 offset = 0
                 for split, length in zip(splits, lengths):
                     writers[split].add(tokens[offset:offset + length])
@@ -151,7 +175,7 @@ def preprocess(config: RunConfig, tokenizer: Tokenizer | None = None,
         materialize_builtin_corpus(data.builtin_corpus)
     input_digests = check_sources(data)
     if tokenizer is None:
-        tokenizer = obtain_tokenizer(data)
+        tokenizer = obtain_tokenizer(data, input_digests)
     out = Path(data.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out, required=False)

@@ -13,18 +13,20 @@ from megatron_rrtf.tokenizer.base import Tokenizer
 
 _TOKENIZER: Tokenizer | None = None
 _DTYPE: type[np.number] = np.int32
+_THREADS: int | None = None
+"""Native tokenizer threads per call: 1 in pool workers (the pool is the parallelism)."""
 
 
-def _init_worker(tokenizer: Tokenizer, dtype: type[np.number]) -> None:
-    global _TOKENIZER, _DTYPE
-    _TOKENIZER, _DTYPE = tokenizer, dtype
+def _init_worker(tokenizer: Tokenizer, dtype: type[np.number], threads: int | None = 1) -> None:
+    global _TOKENIZER, _DTYPE, _THREADS
+    _TOKENIZER, _DTYPE, _THREADS = tokenizer, dtype, threads
 
 
 def encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(all tokens of the chunk with EOD after each document, per-document lengths)."""
     assert _TOKENIZER is not None
     eod = _TOKENIZER.eod
-    encoded = _TOKENIZER.encode_batch(texts)
+    encoded = _TOKENIZER.encode_batch(texts, threads=_THREADS)
     lengths = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
     tokens = np.empty(int(lengths.sum()), dtype=_DTYPE)
     offset = 0
@@ -45,9 +47,11 @@ class ChunkEncoder:
     def __init__(self, tokenizer: Tokenizer, dtype: type[np.number], workers: int) -> None:
         self.workers = workers
         self._pool = None
-        _init_worker(tokenizer, dtype)
+        _init_worker(tokenizer, dtype, threads=None)
         if workers > 1:
-            ctx = mp.get_context("spawn")
+            # fork: workers start in milliseconds and need no `if __name__ == "__main__"` guard
+            # in the calling script (spawn re-imports it); they only run the tokenizer.
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
             self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer, dtype))
 
     def map(self, chunks: Iterable[tuple[Any, list[str]]]

@@ -44,8 +44,9 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; no BOS/EOS is added."""
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of several texts (subclasses batch this in native code)."""
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]:
+        """Token ids of several texts (subclasses batch this in native code; `threads` caps
+        the native threads where the library has them, None = its default)."""
         return [self.encode(t) for t in texts]
 
     @abstractmethod

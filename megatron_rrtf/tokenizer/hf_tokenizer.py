@@ -6,6 +6,7 @@ from pathlib import Path
 
 from megatron_rrtf.errors import TokenizerError
 from megatron_rrtf.tokenizer.base import Tokenizer
+from megatron_rrtf.tokenizer.special_tokens import EOD
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                       "tokenizer.model", "special_tokens_map.json", "added_tokens.json")
@@ -34,7 +35,7 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]:
         return self._tok(texts, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
@@ -47,6 +48,14 @@ class HFTokenizer(Tokenizer):
 
     def token_to_id(self, token: str) -> int | None:
         return self._vocab.get(token)
+
+    @property
+    def eod(self) -> int:
+        """<|endoftext|> when the vocabulary has it, else the tokenizer's own EOS (e.g. </s>)."""
+        token_id = self.token_to_id(EOD)
+        if token_id is None and self._tok.eos_token_id is not None:
+            return int(self._tok.eos_token_id)
+        return super().eod
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.convert_ids_to_tokens(int(token_id))

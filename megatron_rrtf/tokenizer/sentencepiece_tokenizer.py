@@ -33,8 +33,8 @@ class SentencePieceTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._sp.encode(texts)
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]:
+        return self._sp.encode(texts, num_threads=-1 if threads is None else threads)
 
     def decode(self, ids: list[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
