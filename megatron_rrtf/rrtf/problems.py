@@ -22,15 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megatron_rrtf.config.rrtf import ALPACA_TEMPLATE
 from megatron_rrtf.errors import DataError
 
 log = logging.getLogger(__name__)
 
-ALPACA_TEMPLATE = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Response:\n"
-)
 DEFAULT_STOP_MARKERS = ("\n### Instruction", "\n### Response", "<|endoftext|>", "</s>")
 
 
