@@ -78,6 +78,8 @@ class RankedResponse:
     score: float
     rank: int
     """0 = best; ties in score are broken teacher first, then by input order."""
+    index: int = 0
+    """Position of this response in the input to rank_responses."""
     tests_passed: int = 0
     tests_total: int = 0
 
@@ -93,9 +95,9 @@ def rank_responses(
     items.sort(key=lambda it: it[:3])
     return [
         RankedResponse(text=text, source=source, is_teacher=teacher, outcome=result.outcome,
-                       score=-neg, rank=rank, tests_passed=result.tests_passed,
+                       score=-neg, rank=rank, index=order, tests_passed=result.tests_passed,
                        tests_total=result.tests_total)
-        for rank, (neg, _, _, text, source, teacher, result) in enumerate(items)
+        for rank, (neg, _, order, text, source, teacher, result) in enumerate(items)
     ]
 
 
