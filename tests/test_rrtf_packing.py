@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.rrtf.packing import (
@@ -14,34 +12,7 @@ from megatron_rrtf.rrtf.packing import (
     pad_candidates,
     to_prompt_grid,
 )
-
-
-class TinyCausalLM(nn.Module):
-    """Two pre-norm blocks, learned positions, SDPA with an explicit [R, 1, S, S] mask."""
-
-    def __init__(self, vocab=50, dim=32, heads=4, layers=2, max_pos=128):
-        super().__init__()
-        self.heads = heads
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Embedding(max_pos, dim)
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict({"ln1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim),
-                           "proj": nn.Linear(dim, dim), "ln2": nn.LayerNorm(dim),
-                           "mlp": nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(),
-                                                nn.Linear(4 * dim, dim))})
-            for _ in range(layers))
-        self.head = nn.Linear(dim, vocab)
-
-    def forward(self, tokens, position_ids, attention_mask):
-        b, s = tokens.shape
-        x = self.embed(tokens) + self.pos(position_ids)                  # (B, S, D)
-        for blk in self.blocks:
-            q, k, v = blk["qkv"](blk["ln1"](x)).chunk(3, dim=-1)
-            q, k, v = (t.view(b, s, self.heads, -1).transpose(1, 2) for t in (q, k, v))
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=~attention_mask)
-            x = x + blk["proj"](att.transpose(1, 2).reshape(b, s, -1))
-            x = x + blk["mlp"](blk["ln2"](x))
-        return self.head(x)                                              # (B, S, V)
+from tests.rrtf_helpers import TinyCausalLM
 
 
 def make_groups(seed=0, n_groups=3, k=4):
@@ -125,3 +96,28 @@ def test_encode_prompt_response_masks_the_prompt():
     tokens, labels, mask = encode_prompt_response(enc, "ab", "cd", eos_id=0)
     assert tokens == [97, 98, 99, 100, 0]
     assert [lab for lab, m in zip(labels, mask) if m] == [99, 100, 0]
+
+
+def test_layouts_agree_on_a_tiny_hf_llama_with_a_4d_mask():
+    """HF takes a 4D bool mask with True = attend (megatron's is True = masked): negate."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
+                      attn_implementation="sdpa")
+    model = LlamaForCausalLM(cfg).double().eval()
+    groups = make_groups(seed=5, n_groups=2, k=3)
+
+    def run(batch):
+        out = model(input_ids=batch.tokens, position_ids=batch.position_ids,
+                    attention_mask=~batch.attention_mask)
+        return candidate_logprobs(out.logits, batch)[0]
+
+    with torch.no_grad():
+        padded, packed = run(pad_candidates(groups)), run(pack_candidates(groups, max_len=64))
+        unmasked = model(input_ids=pack_candidates(groups).tokens).logits
+    assert torch.allclose(padded, packed, atol=1e-5, rtol=0)
+    # and the block mask matters: without it the responses would see each other
+    assert not torch.allclose(candidate_logprobs(unmasked, pack_candidates(groups))[0], padded,
+                              atol=1e-5)
