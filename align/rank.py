@@ -7,7 +7,7 @@ against the problem's tests outside this process by `megatron_rrtf.eval.sandbox.
 
 Output: one line per problem, responses best first:
   {"id", "instruction", "tests", "entry_point", "responses": [{"text", "code", "source",
-   "is_teacher", "outcome", "score", "rank", "tests_passed", "tests_total"}]}
+   "is_teacher", "outcome", "category", "score", "rank", "tests_passed", "tests_total"}]}
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def ranked_record(problem: Problem, ranked: Sequence[RankedResponse],
         "id": problem.id, "instruction": problem.instruction, "tests": problem.tests,
         "entry_point": problem.entry_point,
         "responses": [{"text": r.text, "code": c, "source": r.source, "is_teacher": r.is_teacher,
-                       "outcome": r.outcome, "score": r.score, "rank": r.rank,
+                       "outcome": r.outcome, "category": r.category, "score": r.score,
+                       "rank": r.rank,
                        "tests_passed": r.tests_passed, "tests_total": r.tests_total}
                       for r, c in zip(ranked, codes)],
     }

@@ -18,6 +18,7 @@ class Result:
     outcome: str
     tests_passed: int
     tests_total: int
+    error_type: str | None = None
 
 
 def in_process_runner(jobs):
@@ -31,17 +32,15 @@ def in_process_runner(jobs):
             out.append(Result("syntax_error", 0, 0))
             continue
         lines = [x for x in job["tests"].splitlines() if x.strip()]
-        passed, outcome = 0, "passed"
-        for line in lines:
+        passed, error_type = 0, None
+        for line in lines:          # like the sandbox: every case runs, the first failure counts
             try:
                 exec(line, ns)
                 passed += 1
-            except AssertionError:
-                outcome = "failed" if outcome == "passed" else outcome
-            except Exception:
-                outcome = "error"
-                break
-        out.append(Result(outcome, passed, len(lines)))
+            except Exception as exc:
+                error_type = error_type or type(exc).__name__
+        out.append(Result("passed" if error_type is None else "failed", passed, len(lines),
+                          error_type))
     return out
 
 
@@ -61,12 +60,27 @@ def test_rank_stage_on_demo_teacher_and_student_responses(tmp_path):
         assert rr[-1].source == "student" and rr[-1].outcome == "syntax_error"
         for r, code in zip(rr, codes):
             if r.is_teacher:
-                assert (r.outcome == "passed") == (kinds[(problem.id, r.text)] == "correct")
+                kind = kinds[(problem.id, r.text)]
+                assert (r.outcome == "passed") == (kind == "correct")
                 assert code.startswith("def ")
+                if kind == "runtime_error":
+                    assert r.category == "runtime_error"
     dist = write_ranked(tmp_path / "ranked.jsonl", ranked)
-    assert dist["student"]["syntax_error"] == 8
+    assert dist["student"]["compile_error"] == 8
     line = json.loads((tmp_path / "ranked.jsonl").read_text().splitlines()[0])
-    assert {"outcome", "score", "rank", "code", "is_teacher"} <= set(line["responses"][0])
+    assert {"outcome", "category", "score", "rank", "code", "is_teacher"} <= set(
+        line["responses"][0])
+
+
+def test_rank_stage_through_the_real_sandbox():
+    p = Problem("p", "add", "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "add")
+    responses = {"p": [Response("def add(a, b):\n    return a + b\n", "teacher:t"),
+                       Response("def add(a, b):\n    return c\n", "student"),
+                       Response("def add(a, b):\n    return a * b\n", "student"),
+                       Response("def add(a, b)\n    return a\n", "student")]}
+    [(_, ranked, _)] = rank_problems([p], responses)
+    assert [(r.category, r.tests_passed) for r in ranked] == [
+        ("passed", 2), ("partial", 1), ("runtime_error", 0), ("compile_error", 0)]
 
 
 def test_embedded_responses_are_ranked_too():

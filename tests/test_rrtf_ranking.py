@@ -1,11 +1,11 @@
 """Scores order outcomes syntax < runtime < partial < pass; ties rank teachers first."""
 
-from dataclasses import dataclass
-
 import pytest
 
 from megatron_rrtf.errors import DataError
+from megatron_rrtf.eval.sandbox import ExecutionResult
 from megatron_rrtf.rrtf.ranking import (
+    category,
     outcome_distribution,
     rank_responses,
     score,
@@ -13,15 +13,10 @@ from megatron_rrtf.rrtf.ranking import (
 )
 
 
-@dataclass(frozen=True)
-class Result:  # the fields of megatron_rrtf.eval.sandbox.ExecutionResult that ranking reads
-    outcome: str
-    tests_passed: int = 0
-    tests_total: int = 4
-    failed_test: str | None = None
-    error_type: str | None = None
-    duration_s: float = 0.0
-    output: str = ""
+def Result(outcome, tests_passed=0, tests_total=4, error_type=None):  # noqa: N802
+    if outcome == "failed" and error_type is None:
+        error_type = "AssertionError"
+    return ExecutionResult(outcome, tests_passed, tests_total, None, error_type, 0.0, "")
 
 
 def test_scores_order_the_four_outcome_levels():
@@ -32,6 +27,14 @@ def test_scores_order_the_four_outcome_levels():
     assert syntax < min(runtime) and max(runtime) < min(partial)
     assert partial == sorted(partial) and partial[0] == 2.0 and partial[3] == 2.75
     assert max(partial) < passed == 3.0
+
+
+def test_a_crash_inside_a_test_case_is_a_runtime_error_not_partial():
+    crashed = Result("failed", 3, 4, error_type="IndexError")
+    assert category(crashed) == "runtime_error" and score(crashed) == 1.0
+    assert category(Result("failed", 3, 4)) == "partial"
+    assert category(Result("timeout")) == "runtime_error"
+    assert category(Result("syntax_error")) == "compile_error"
 
 
 def test_failed_with_every_test_counted_as_passed_stays_below_pass():
@@ -67,7 +70,7 @@ def test_outcome_distribution_counts_per_source():
         ("c", "human", Result("passed", 4, 4)),
     ])
     dist = outcome_distribution(ranked)
-    assert dist["student"]["passed"] == 1 and dist["student"]["timeout"] == 1
+    assert dist["student"]["passed"] == 1 and dist["student"]["runtime_error"] == 1
     assert dist["student"]["total"] == 2 and dist["human"]["total"] == 1
 
 

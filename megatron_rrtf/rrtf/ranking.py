@@ -1,13 +1,16 @@
 """Rank candidate responses by what their code does under the problem's tests.
 
 PanGu-Coder2 orders outcomes compile error < runtime error < partial pass < all pass and gives
-no numbers. Ours (score of one execution result):
+no numbers. The sandbox's outcomes map onto those four categories, then a score:
 
-  syntax_error                0.0
-  error, timeout              1.0   (the program ran, then crashed or hung)
-  failed                      2.0 + tests_passed / tests_total, capped at 2.99
-                                    (partial credit; stays below an all-pass)
-  passed                      3.0
+  category       sandbox result                                       score
+  compile_error  syntax_error                                         0.0
+  runtime_error  error (raised while loading), timeout, or failed      1.0
+                 with a non-assertion exception (the candidate
+                 crashed inside a test case: NameError, IndexError...)
+  partial        failed by assertions only                            2.0 + passed / total,
+                                                                      capped at 2.99
+  passed         passed                                               3.0
 
 One outcome level is a gap of 1, so the RRTF pair weight (r_tea - r_stu) reads as "levels
 apart"; partial credit moves within [2, 3). At equal score a teacher response ranks above a
@@ -27,6 +30,7 @@ from typing import Protocol
 from megatron_rrtf.errors import DataError
 
 OUTCOMES = ("syntax_error", "error", "timeout", "failed", "passed")
+CATEGORIES = ("compile_error", "runtime_error", "partial", "passed")
 SCORE_SYNTAX_ERROR = 0.0
 SCORE_RUNTIME_ERROR = 1.0
 SCORE_PARTIAL_BASE = 2.0
@@ -41,21 +45,32 @@ class ExecutionLike(Protocol):
     outcome: str
     tests_passed: int
     tests_total: int
+    error_type: str | None
+
+
+def category(result: ExecutionLike) -> str:
+    """PanGu-Coder2's outcome category of one execution result."""
+    outcome = result.outcome
+    if outcome == "passed":
+        return "passed"
+    if outcome == "failed":
+        error_type = getattr(result, "error_type", None)
+        return "partial" if error_type in (None, "AssertionError") else "runtime_error"
+    if outcome in ("error", "timeout"):
+        return "runtime_error"
+    if outcome == "syntax_error":
+        return "compile_error"
+    raise ValueError(f"unknown execution outcome {outcome!r}; expected one of {OUTCOMES}")
 
 
 def score(result: ExecutionLike) -> float:
     """Numeric score of one execution result (see the module docstring)."""
-    outcome = result.outcome
-    if outcome == "passed":
-        return SCORE_PASSED
-    if outcome == "failed":
+    cat = category(result)
+    if cat == "partial":
         frac = result.tests_passed / result.tests_total if result.tests_total > 0 else 0.0
         return min(SCORE_PARTIAL_BASE + frac, SCORE_PARTIAL_CAP)
-    if outcome in ("error", "timeout"):
-        return SCORE_RUNTIME_ERROR
-    if outcome == "syntax_error":
-        return SCORE_SYNTAX_ERROR
-    raise ValueError(f"unknown execution outcome {outcome!r}; expected one of {OUTCOMES}")
+    return {"passed": SCORE_PASSED, "runtime_error": SCORE_RUNTIME_ERROR,
+            "compile_error": SCORE_SYNTAX_ERROR}[cat]
 
 
 def is_teacher_source(source: str) -> bool:
@@ -75,6 +90,9 @@ class RankedResponse:
     source: str
     is_teacher: bool
     outcome: str
+    """The sandbox's outcome."""
+    category: str
+    """compile_error | runtime_error | partial | passed."""
     score: float
     rank: int
     """0 = best; ties in score are broken teacher first, then by input order."""
@@ -95,27 +113,27 @@ def rank_responses(
     items.sort(key=lambda it: it[:3])
     return [
         RankedResponse(text=text, source=source, is_teacher=teacher, outcome=result.outcome,
-                       score=-neg, rank=rank, index=order, tests_passed=result.tests_passed,
-                       tests_total=result.tests_total)
+                       category=category(result), score=-neg, rank=rank, index=order,
+                       tests_passed=result.tests_passed, tests_total=result.tests_total)
         for rank, (neg, _, order, text, source, teacher, result) in enumerate(items)
     ]
 
 
 def outcome_distribution(ranked: Iterable[RankedResponse]) -> dict[str, dict[str, int]]:
-    """Per source: how many responses had each outcome (plus a 'total')."""
+    """Per source: how many responses fell in each category (plus a 'total')."""
     counts: dict[str, Counter[str]] = {}
     for r in ranked:
-        counts.setdefault(r.source, Counter())[r.outcome] += 1
-    return {src: {o: c[o] for o in OUTCOMES} | {"total": sum(c.values())}
+        counts.setdefault(r.source, Counter())[r.category] += 1
+    return {src: {o: c[o] for o in CATEGORIES} | {"total": sum(c.values())}
             for src, c in sorted(counts.items())}
 
 
 def format_distribution(dist: dict[str, dict[str, int]]) -> str:
     """A small fixed-width table of outcome_distribution for logs and the CLI."""
-    head = f"{'source':<24}" + "".join(f"{o:>14}" for o in OUTCOMES) + f"{'total':>8}"
+    head = f"{'source':<24}" + "".join(f"{o:>15}" for o in CATEGORIES) + f"{'total':>8}"
     lines = [head]
     for src, row in dist.items():
-        lines.append(f"{src:<24}" + "".join(f"{row[o]:>14}" for o in OUTCOMES)
+        lines.append(f"{src:<24}" + "".join(f"{row[o]:>15}" for o in CATEGORIES)
                      + f"{row['total']:>8}")
     return "\n".join(lines)
 
