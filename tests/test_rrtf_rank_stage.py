@@ -111,4 +111,4 @@ def test_cli_demo_data_writes_problems_and_teacher(tmp_path, capsys):
                  "--write-requests", str(tmp_path / "req.jsonl")]) == 0
     assert len((tmp_path / "req.jsonl").read_text().splitlines()) == 12
     assert main(["rrtf", "evolve", "--seeds", str(tmp_path / "train.jsonl")]) == 2
-    assert "needs --teacher-outputs" in capsys.readouterr().err
+    assert "needs --out and --teacher-outputs" in capsys.readouterr().err

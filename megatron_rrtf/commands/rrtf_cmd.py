@@ -4,6 +4,7 @@
   mrrtf rrtf decontaminate --problems P --out O     drop HumanEval overlaps, list them
   mrrtf rrtf evolve --seeds S --teacher-outputs T --out O   Evol-Instruct + filter + dedup
                     (--write-requests R writes the rewrite prompts for an offline teacher)
+  mrrtf rrtf sample CONFIG... --problems P --student DIR --out O   student + teacher samples
   mrrtf rrtf rank --problems P --responses R... --out O    sandbox verdicts -> ranked set
 """
 
@@ -14,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-HELP = "RRTF data steps: demo-data, decontaminate, evolve, rank"
+HELP = "RRTF data steps: demo-data, decontaminate, evolve, sample, rank"
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--rounds", type=int, default=1)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--near-dup-jaccard", type=float, default=0.8)
+    e.add_argument("--teacher-model", help="HF model directory to answer the requests locally")
+    e.add_argument("--max-new-tokens", type=int, default=512)
     e.set_defaults(_step=_evolve)
+
+    s = sub.add_parser("sample", help="sample K responses per problem from student + teachers")
+    s.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides")
+    s.add_argument("--problems", required=True)
+    s.add_argument("--student", help="HF model directory of the student (omit: teachers only)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(_step=_sample)
 
     r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem")
     r.add_argument("--problems", required=True)
@@ -106,13 +117,40 @@ def _evolve(args: argparse.Namespace) -> int:
         requests_to_jsonl(args.write_requests, reqs)
         print(f"wrote {len(reqs)} round-1 requests to {args.write_requests}")
         return 0
-    if not args.teacher_outputs or not args.out:
-        raise DataError("mrrtf rrtf evolve needs --teacher-outputs and --out "
+    if not (args.teacher_outputs or args.teacher_model) or not args.out:
+        raise DataError("mrrtf rrtf evolve needs --out and --teacher-outputs or --teacher-model "
                         "(or --write-requests to produce the prompts first)")
-    problems, report = evolve(seeds, load_teacher_outputs(args.teacher_outputs), args.rounds,
-                              args.seed, args.near_dup_jaccard)
+    if args.teacher_model:
+        from align.sample import hf_generate
+        from megatron_rrtf.config.rrtf import SamplingConfig
+
+        gen = hf_generate(args.teacher_model,
+                          SamplingConfig(samples=1, max_new_tokens=args.max_new_tokens), ())
+
+        def teacher(prompts):
+            return [outs[0] for outs in gen(prompts, 0.0, 1, args.seed)]
+    else:
+        teacher = load_teacher_outputs(args.teacher_outputs)
+    problems, report = evolve(seeds, teacher, args.rounds, args.seed, args.near_dup_jaccard)
     write_problems(args.out, problems)
     print(report.summary())
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from align.sample import hf_generate, sample_all, write_responses
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.rrtf.problems import load_problems
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    cfg = load_config(paths, overrides).rrtf
+    problems, _ = load_problems(args.problems)
+    student = (hf_generate(args.student, cfg.student, cfg.stop_markers)
+               if args.student else None)
+    records = sample_all(problems, cfg, student, seed=args.seed)
+    write_responses(args.out, records)
+    print(f"wrote {len(records)} responses for {len(problems)} problems -> {args.out}")
     return 0
 
 
