@@ -1,6 +1,8 @@
 """One extraction rule: first python fence, else any fence, else raw text cut at stop markers."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from megatron_rrtf.rrtf.extract import extract_code
 
@@ -36,3 +38,15 @@ def test_extract_code_awkward_cases(name, response, expected):
 
 def test_custom_stop_markers():
     assert extract_code("a = 1\nEND\nb = 2", stop_markers=("\nEND",)) == "a = 1\n"
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="`\r", blacklist_categories=("Cs",)),
+               max_size=80),
+       st.sampled_from(["python", "py", "Python3", ""]),
+       st.text(alphabet="abc .:\n", max_size=20))
+def test_a_fenced_block_round_trips(code, tag, prose):
+    code = "\n".join(line for line in code.split("\n") if "###" not in line).rstrip()
+    response = f"{prose}\n```{tag}\n{code}\n```\nmore words"
+    expected = code.rstrip() + "\n" if code.strip() else ""
+    assert extract_code(response, stop_markers=()) == (expected if code.strip() else "")

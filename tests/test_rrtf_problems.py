@@ -115,3 +115,11 @@ def test_one_stock_phrase_in_a_long_instruction_is_not_contamination():
     assert 0 < frac < 0.1 and example is not None
     kept, _ = decontaminate([Problem("x", long_text, "assert 1")], index)
     assert len(kept) == 1
+
+
+def test_demo_problem_family_is_not_flagged_against_humaneval(humaneval_index):
+    from megatron_rrtf.rrtf.demo_problems import generate_demo_problems
+
+    train, held = generate_demo_problems(80, 20, seed=0)
+    kept, dropped = decontaminate([d.problem for d in train + held], humaneval_index)
+    assert dropped == [] and len(kept) == 100

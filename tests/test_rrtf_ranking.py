@@ -1,6 +1,8 @@
 """Scores order outcomes syntax < runtime < partial < pass; ties rank teachers first."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.eval.sandbox import ExecutionResult
@@ -77,3 +79,22 @@ def test_outcome_distribution_counts_per_source():
 def test_unknown_source_names_the_fix():
     with pytest.raises(DataError, match="neither a teacher"):
         rank_responses([("x", "gpt4", Result("passed"))])
+
+
+OUTCOME_STRATEGY = st.sampled_from([("syntax_error", None), ("error", "ValueError"),
+                                    ("timeout", None), ("failed", "AssertionError"),
+                                    ("failed", "IndexError"), ("passed", None)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(OUTCOME_STRATEGY, st.integers(0, 4), st.booleans()), min_size=1,
+                max_size=8))
+def test_ranking_is_by_score_then_teacher_first(cands):
+    items = [(f"r{i}", "teacher:x" if t else "student",
+              Result(o, min(p, 3) if o == "failed" else (4 if o == "passed" else 0), 4, e))
+             for i, ((o, e), p, t) in enumerate(cands)]
+    ranked = rank_responses(items)
+    keys = [(-r.score, not r.is_teacher, r.index) for r in ranked]
+    assert keys == sorted(keys)
+    assert sorted(r.index for r in ranked) == list(range(len(items)))
+    assert all(0.0 <= r.score <= 3.0 for r in ranked)
