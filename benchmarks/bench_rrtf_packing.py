@@ -7,7 +7,7 @@ the integrator swaps in our megatron model). Each step is forward + backward of 
 candidate log-probs for one prompt. Tokens/s counts the same useful tokens for both layouts:
 sum over candidates of (prompt + response), i.e. what the candidates mean, not padding.
 
-    python benchmarks/bench_rrtf_packing.py [--prompts 6] [--dim 256] [--layers 4]
+    PYTHONPATH=. python benchmarks/bench_rrtf_packing.py [--prompts 4] [--threads 1] [--repeats 1]
 prints `ours X, baseline Y, ratio Z` (ours = packed, baseline = padded).
 """
 
@@ -76,12 +76,13 @@ def step(model: nn.Module, batch) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -102,17 +103,21 @@ def main() -> None:
     max_diff = float((a - b).abs().max())
     assert max_diff < 1e-5, f"layouts disagree: max |diff| = {max_diff}"
 
-    def timed(batches) -> float:
-        step(model, batches[0])                          # warm-up
-        model.zero_grad(set_to_none=True)
+    def timed_step(batch) -> float:
         t0 = time.perf_counter()
-        for batch in batches:
-            step(model, batch)
-            model.zero_grad(set_to_none=True)
+        step(model, batch)
+        model.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
-    t_pad = timed(padded)
-    t_pack = timed(packed)
+    timed_step(padded[0])                               # warm-up both paths
+    timed_step(packed[0])
+    # Interleave the two layouts prompt by prompt so load changes on a shared machine hit both.
+    t_pad = t_pack = 0.0
+    for _ in range(args.repeats):
+        for pad_batch, pack_batch in zip(padded, packed):
+            t_pad += timed_step(pad_batch)
+            t_pack += timed_step(pack_batch)
+    useful *= args.repeats
     slots_pad = sum(b.num_tokens for b in padded)
     slots_pack = sum(b.num_tokens for b in packed)
     print(f"K={args.k}, {args.prompts} prompts, {useful} candidate tokens; computed slots: "
