@@ -83,6 +83,9 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--max-len", type=int, default=None,
+                    help="packed row cap: a longer group is split into length-balanced rows, "
+                         "each repeating the prompt (less O(S^2) attention); default: one row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -91,7 +94,7 @@ def main() -> None:
     useful = sum(len(gr.prompt) * len(gr.responses) + sum(map(len, gr.responses))
                  for gr in groups)
     padded = [pad_candidates([gr]) for gr in groups]     # one prompt per micro-batch, both ways
-    packed = [pack_candidates([gr]) for gr in groups]
+    packed = [pack_candidates([gr], max_len=args.max_len) for gr in groups]
 
     # Same results: both layouts in float64 on the first prompt.
     ref = CausalLM(args.vocab, 64, 4, 2, max_pos=1024).double()

@@ -121,3 +121,12 @@ def test_layouts_agree_on_a_tiny_hf_llama_with_a_4d_mask():
     # and the block mask matters: without it the responses would see each other
     assert not torch.allclose(candidate_logprobs(unmasked, pack_candidates(groups))[0], padded,
                               atol=1e-5)
+
+
+def test_a_long_group_is_split_into_few_balanced_rows():
+    groups = [CandidateGroup([1] * 10, [[2] * n for n in (30, 10, 20, 30, 20)])]
+    b = pack_candidates(groups, max_len=70)
+    assert b.tokens.shape == (2, 70)                     # rows of 70 and 60 real tokens
+    real = (b.attention_mask[:, 0].diagonal(dim1=1, dim2=2) == 0) & (b.tokens != 0)
+    assert sorted(real.sum(1).tolist()) == [60, 70]
+    assert torch.equal(b.lengths, torch.tensor([30, 10, 20, 30, 20]))

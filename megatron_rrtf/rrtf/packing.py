@@ -180,30 +180,44 @@ def pad_candidates(groups: Sequence[CandidateGroup], pad_id: int = 0) -> Candida
     return _finish(rows, gather, pad_id, groups)
 
 
+def _balanced_chunks(items: list[tuple[int, Sequence[int]]], prompt_len: int,
+                     max_len: int | None) -> list[list[tuple[int, Sequence[int]]]]:
+    """Split one group's responses into as few chunks as fit max_len, balanced by length
+    (longest first onto the lightest chunk) so rows padded to the longest waste little."""
+    total = sum(len(r) for _, r in items)
+    if max_len is None or prompt_len + total <= max_len:
+        return [items]
+    n = -(-total // (max_len - prompt_len))
+    while True:
+        bins: list[list[tuple[int, Sequence[int]]]] = [[] for _ in range(n)]
+        load = [0] * n
+        for flat, resp in sorted(items, key=lambda it: -len(it[1])):
+            i = load.index(min(load))
+            bins[i].append((flat, resp))
+            load[i] += len(resp)
+        if max(load) + prompt_len <= max_len:
+            return [sorted(b, key=lambda it: it[0]) for b in bins if b]
+        n += 1
+
+
 def pack_candidates(groups: Sequence[CandidateGroup], max_len: int | None = None,
                     pad_id: int = 0) -> CandidateBatch:
     """Packed layout. Each group becomes one chunk [prompt, r_1..r_K]; a group longer than
-    `max_len` is split into several chunks (each repeating the prompt); chunks are placed into
-    rows first-fit by decreasing length. max_len=None: one chunk per group, one row per group."""
+    `max_len` is split into the fewest length-balanced chunks that fit (each repeating the
+    prompt); chunks are placed into rows first-fit by decreasing length. max_len=None: one
+    chunk per group, one row per group."""
     _check(groups)
     offsets, *_ = _flat_index(groups)
     chunks: list[tuple[int, list[tuple[int, Sequence[int]]]]] = []
     for g, group in enumerate(groups):
         p = len(group.prompt)
-        current: list[tuple[int, Sequence[int]]] = []
-        used = p
+        items = [(offsets[g] + k, resp) for k, resp in enumerate(group.responses)]
         for k, resp in enumerate(group.responses):
             if max_len is not None and p + len(resp) > max_len:
                 raise DataError(f"candidate group {g} response {k}: prompt {p} + response "
                                 f"{len(resp)} tokens exceed max_len={max_len}; truncate the "
                                 "response (max_new_tokens) or raise the sequence length")
-            if max_len is not None and current and used + len(resp) > max_len:
-                chunks.append((g, current))
-                current, used = [], p
-            current.append((offsets[g] + k, resp))
-            used += len(resp)
-        if current:
-            chunks.append((g, current))
+        chunks += [(g, c) for c in _balanced_chunks(items, p, max_len)]
 
     def chunk_len(c: tuple[int, list[tuple[int, Sequence[int]]]]) -> int:
         return len(groups[c[0]].prompt) + sum(len(r) for _, r in c[1])
