@@ -135,7 +135,8 @@ def _flat_index(groups: Sequence[CandidateGroup]) -> tuple[list[int], np.ndarray
             lengths.append(len(resp))
             group_of.append(g)
             index_in.append(k)
-    return offsets, np.array(lengths), np.array(group_of), np.array(index_in)
+    return (offsets, np.array(lengths, dtype=np.int64), np.array(group_of, dtype=np.int64),
+            np.array(index_in, dtype=np.int64))
 
 
 def _finish(rows: list[_RowBuilder], gather: list[list[int]], pad_id: int,
