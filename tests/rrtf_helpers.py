@@ -30,3 +30,26 @@ class TinyCausalLM(nn.Module):
             x = x + blk["proj"](att.transpose(1, 2).reshape(b, s, -1))
             x = x + blk["mlp"](blk["ln2"](x))
         return self.head(x)                                              # (B, S, V)
+
+
+def save_tiny_hf_model(path):
+    """A 1-layer random Llama + a BPE tokenizer trained here, saved as an HF directory."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["def f(x):\n    return x + 1\n"] * 20, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                     pad_token="<pad>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=512))
+    model.save_pretrained(path)
+    hf_tok.save_pretrained(path)
+    return path

@@ -2,15 +2,12 @@
 
 import json
 
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
 from align.rank import read_responses
 from align.sample import sample_all
 from megatron_rrtf.cli import main
 from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig, TeacherConfig
 from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
+from tests.rrtf_helpers import save_tiny_hf_model
 
 
 def test_samples_split_over_temperatures_and_jsonl_teacher_capped(tmp_path):
@@ -38,20 +35,7 @@ def test_samples_split_over_temperatures_and_jsonl_teacher_capped(tmp_path):
 
 
 def test_cli_sample_with_a_tiny_hf_student(tmp_path):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["def f(x):\n    return x + 1\n"] * 20, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["<|endoftext|>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                     pad_token="<pad>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=512))
-    model.save_pretrained(tmp_path / "student")
-    hf_tok.save_pretrained(tmp_path / "student")
+    save_tiny_hf_model(tmp_path / "student")
     train, _ = generate_demo_problems(2, 0, seed=0)
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in train))
     out = tmp_path / "responses.jsonl"
@@ -63,3 +47,14 @@ def test_cli_sample_with_a_tiny_hf_student(tmp_path):
     assert sorted(responses) == sorted(d.problem.id for d in train)
     assert all(len(v) == 2 and all(r.source == "student" for r in v)
                for v in responses.values())
+
+
+def test_cli_evolve_with_a_local_hf_teacher_counts_what_it_rejects(tmp_path, capsys):
+    save_tiny_hf_model(tmp_path / "teacher")
+    train, _ = generate_demo_problems(2, 0, seed=0)
+    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in train))
+    assert main(["rrtf", "evolve", "--seeds", str(tmp_path / "seeds.jsonl"), "--teacher-model",
+                 str(tmp_path / "teacher"), "--max-new-tokens", "8",
+                 "--out", str(tmp_path / "evolved.jsonl")]) == 0
+    assert "evolution: 2 requests, kept 0" in capsys.readouterr().out   # random model: rejected
+    assert len((tmp_path / "evolved.jsonl").read_text().splitlines()) == 2   # the seeds
