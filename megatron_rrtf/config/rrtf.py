@@ -1,19 +1,133 @@
-"""RRTF section: sampling, ranking and ranking-loss settings of the alignment stage."""
+"""RRTF section: problems, evolution, sampling (student + teachers), ranking and loss settings of
+the alignment stage. See docs/rrtf.md for where each default comes from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_rrtf.errors import ConfigError
 
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+@dataclass
+class SamplingConfig:
+    """How one source (the student, or a teacher model) answers each problem."""
+
+    samples: int = 4
+    """Responses per problem from this source (K_source), spread evenly over `temperatures`."""
+    temperatures: list[float] = field(default_factory=lambda: [0.8])
+    """PanGu-Coder2 samples 'at various temperatures' (values not given)."""
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+
+    def validate(self, key: str) -> None:
+        if self.samples < 0:
+            raise ConfigError(f"{key}.samples={self.samples} must be >= 0")
+        if not self.temperatures:
+            raise ConfigError(f"{key}.temperatures must list at least one temperature")
+        if any(t < 0 for t in self.temperatures):
+            raise ConfigError(f"{key}.temperatures={self.temperatures} must all be >= 0 "
+                              "(0 = greedy)")
+        if self.samples % len(self.temperatures):
+            raise ConfigError(f"{key}.samples={self.samples} must be a multiple of the "
+                              f"{len(self.temperatures)} entries of {key}.temperatures")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"{key}.top_p={self.top_p} must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"{key}.max_new_tokens={self.max_new_tokens} must be >= 1")
+
+
+@dataclass
+class TeacherConfig(SamplingConfig):
+    name: str = "teacher"
+    """Source tag written on its responses: 'teacher:<name>'."""
+    kind: Literal["hf_model", "jsonl"] = "jsonl"
+    """hf_model: sample from a local HF model directory; jsonl: read ready-made responses."""
+    path: str = ""
+    """The HF model directory or the responses JSONL file."""
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        if not self.path:
+            raise ConfigError(f"{key}.path is empty: give the {self.kind} teacher's "
+                              + ("model directory" if self.kind == "hf_model" else "JSONL file"))
+        if not self.name or ":" in self.name:
+            raise ConfigError(f"{key}.name={self.name!r} must be non-empty without ':'")
+
 
 @dataclass
 class RRTFConfig:
+    # --- data -------------------------------------------------------------------------------
+    problems: str | None = None
+    """Problems JSONL (id, instruction, tests[, entry_point, responses])."""
+    prompt_template: str = ALPACA_TEMPLATE
+    """Must contain {instruction} once."""
+    quote_instruction: bool = True
+    """Wrap the instruction in triple quotes (PanGu-Coder2's format)."""
+    stop_markers: list[str] = field(default_factory=lambda: [
+        "\n### Instruction", "\n### Response", "<|endoftext|>", "</s>"])
+    """Generation stops / extraction cuts at these."""
+    decontam_ngram: int = 10
+    """Word n-gram size for HumanEval decontamination."""
+    decontam_threshold: float = 0.1
+    """Drop a problem when >= this fraction of its instruction's (or tests') n-grams is in
+    HumanEval."""
+    evol_rounds: int = 0
+    """Evol-Instruct rounds applied to the seed problems (0 = use the problems as given)."""
+    near_dup_jaccard: float = 0.8
+    """Evolution dedup: word 5-gram Jaccard at or above this is a near duplicate."""
+
+    # --- sampling ---------------------------------------------------------------------------
+    student: SamplingConfig = field(default_factory=SamplingConfig)
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    rounds: int = 1
+    """Sample -> rank -> train iterations (each samples from the latest student)."""
+
+    # --- loss -------------------------------------------------------------------------------
     loss: Literal["rrtf", "rrhf"] = "rrtf"
     rank_weight: float = 1.0
+    """0 = plain SFT on the best (teacher) response."""
     sft_weight: float = 1.0
+    tie_weight: float = 0.5
+    """rrtf: pair weight when teacher and student score the same (teacher ranks higher)."""
+    length_penalty: float = 1.0
+    """p = logp_sum / length ** length_penalty, each response by its own length."""
+    min_ft_score: float | None = None
+    """rrtf: SFT only on a best teacher scoring at least this (3.0 = all tests pass)."""
+    pack_candidates: bool = True
+    """Pack a prompt's candidates into one row (shared prompt, block mask) instead of padding."""
 
     def validate(self) -> None:
         if self.rank_weight < 0 or self.sft_weight < 0:
             raise ConfigError("rrtf.rank_weight and rrtf.sft_weight must be >= 0")
+        if self.rank_weight == 0 and self.sft_weight == 0:
+            raise ConfigError("rrtf.rank_weight and rrtf.sft_weight are both 0: nothing to train")
+        if self.tie_weight < 0:
+            raise ConfigError(f"rrtf.tie_weight={self.tie_weight} must be >= 0")
+        if self.length_penalty < 0:
+            raise ConfigError(f"rrtf.length_penalty={self.length_penalty} must be >= 0")
+        if self.prompt_template.count("{instruction}") != 1:
+            raise ConfigError("rrtf.prompt_template must contain {instruction} exactly once")
+        if self.decontam_ngram < 1:
+            raise ConfigError(f"rrtf.decontam_ngram={self.decontam_ngram} must be >= 1")
+        if not 0 < self.decontam_threshold <= 1:
+            raise ConfigError(f"rrtf.decontam_threshold={self.decontam_threshold} must be in "
+                              "(0, 1]")
+        if not 0 < self.near_dup_jaccard <= 1:
+            raise ConfigError(f"rrtf.near_dup_jaccard={self.near_dup_jaccard} must be in (0, 1]")
+        if self.evol_rounds < 0 or self.rounds < 1:
+            raise ConfigError(f"rrtf.evol_rounds={self.evol_rounds} must be >= 0 and "
+                              f"rrtf.rounds={self.rounds} >= 1")
+        self.student.validate("rrtf.student")
+        names = set()
+        for i, teacher in enumerate(self.teachers):
+            teacher.validate(f"rrtf.teachers[{i}]")
+            if teacher.name in names:
+                raise ConfigError(f"rrtf.teachers[{i}].name={teacher.name!r} is used twice")
+            names.add(teacher.name)

@@ -1,0 +1,132 @@
+"""RRTF ranking stage: problems + sampled responses -> sandbox verdicts -> ranked set on disk.
+
+Responses come from the problems file's own `responses` field and from response JSONL files,
+one response per line: {"problem_id": ..., "text": ..., "source": "student" | "teacher:<m>"}
+(other keys are ignored). The code of each response is taken with `extract_code` and run
+against the problem's tests outside this process by `megatron_rrtf.eval.sandbox.run_many`.
+
+Output: one line per problem, responses best first:
+  {"id", "instruction", "tests", "entry_point", "responses": [{"text", "code", "source",
+   "is_teacher", "outcome", "category", "score", "rank", "tests_passed", "tests_total"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from megatron_rrtf.errors import DataError
+from megatron_rrtf.rrtf.extract import DEFAULT_STOP_MARKERS, extract_code
+from megatron_rrtf.rrtf.problems import Problem, Response
+from megatron_rrtf.rrtf.ranking import (
+    RankedResponse,
+    is_teacher_source,
+    outcome_distribution,
+    rank_responses,
+)
+
+log = logging.getLogger(__name__)
+
+RunMany = Callable[[list[Any]], list[Any]]
+"""jobs -> execution results, in order (megatron_rrtf.eval.sandbox.run_many's shape)."""
+
+
+def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
+    """Response JSONL files -> {problem_id: [Response, ...]} in file order."""
+    out: dict[str, list[Response]] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"responses file {path} does not exist")
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path} line {n}: malformed JSON ({exc.msg})") from exc
+                if not isinstance(obj, dict) or not all(
+                        isinstance(obj.get(k), str) for k in ("problem_id", "text", "source")):
+                    raise DataError(f"{path} line {n}: need string fields problem_id, text, "
+                                    "source")
+                is_teacher_source(obj["source"])  # refuse unknown sources early, with the name
+                out.setdefault(obj["problem_id"], []).append(Response(obj["text"], obj["source"]))
+    return out
+
+
+def _default_run_many() -> RunMany:
+    from megatron_rrtf.eval.sandbox import Job, run_many
+
+    def run(jobs: list[Any]) -> list[Any]:
+        return run_many([Job(**j) for j in jobs])
+    return run
+
+
+def rank_problems(
+    problems: Sequence[Problem],
+    extra_responses: dict[str, list[Response]] | None = None,
+    run_many: RunMany | None = None,
+    stop_markers: Sequence[str] = DEFAULT_STOP_MARKERS,
+) -> list[tuple[Problem, list[RankedResponse], list[str]]]:
+    """Run every response's code against its problem's tests and rank per problem.
+
+    Returns (problem, ranked responses, extracted code in ranked order) per problem that has
+    responses. `run_many` gets a list of dicts with Job's fields (program, tests, entry_point,
+    key) and returns results with outcome / tests_passed / tests_total."""
+    extra_responses = extra_responses or {}
+    known = {p.id for p in problems}
+    unknown = sorted(set(extra_responses) - known)
+    if unknown:
+        log.warning("%d response problem ids are not in the problems file (first: %s)",
+                    len(unknown), unknown[0])
+    run_many = run_many or _default_run_many()
+    jobs, owners = [], []
+    for p in problems:
+        for i, r in enumerate(list(p.responses) + extra_responses.get(p.id, [])):
+            code = extract_code(r.text, stop_markers)
+            jobs.append({"program": code, "tests": p.tests, "entry_point": p.entry_point,
+                         "key": f"{p.id}/{i}"})
+            owners.append((p.id, r, code))
+    results = run_many(jobs) if jobs else []
+    if len(results) != len(jobs):
+        raise DataError(f"sandbox returned {len(results)} results for {len(jobs)} jobs")
+    by_problem: dict[str, list[tuple[str, str, Any, str]]] = {}
+    for (pid, resp, code), res in zip(owners, results):
+        by_problem.setdefault(pid, []).append((resp.text, resp.source, res, code))
+    out = []
+    for p in problems:
+        items = by_problem.get(p.id)
+        if not items:
+            continue
+        ranked = rank_responses((t, s, res) for t, s, res, _ in items)
+        codes = [items[r.index][3] for r in ranked]
+        out.append((p, ranked, codes))
+    return out
+
+
+def ranked_record(problem: Problem, ranked: Sequence[RankedResponse],
+                  codes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": problem.id, "instruction": problem.instruction, "tests": problem.tests,
+        "entry_point": problem.entry_point,
+        "responses": [{"text": r.text, "code": c, "source": r.source, "is_teacher": r.is_teacher,
+                       "outcome": r.outcome, "category": r.category, "score": r.score,
+                       "rank": r.rank,
+                       "tests_passed": r.tests_passed, "tests_total": r.tests_total}
+                      for r, c in zip(ranked, codes)],
+    }
+
+
+def write_ranked(path: str | Path, ranked_set) -> dict[str, dict[str, int]]:
+    """Write the ranked set as JSON lines; return the per-source outcome distribution."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    everything: list[RankedResponse] = []
+    with path.open("w", encoding="utf-8") as f:
+        for problem, ranked, codes in ranked_set:
+            f.write(json.dumps(ranked_record(problem, ranked, codes)) + "\n")
+            everything += ranked
+    return outcome_distribution(everything)

@@ -1,0 +1,175 @@
+"""`mrrtf rrtf`: the RRTF data steps.
+
+  mrrtf rrtf demo-data --out-dir D          demo problems (train/held-out) + a teacher JSONL
+  mrrtf rrtf decontaminate --problems P --out O     drop HumanEval overlaps, list them
+  mrrtf rrtf evolve --seeds S --teacher-outputs T --out O   Evol-Instruct + filter + dedup
+                    (--write-requests R writes the rewrite prompts for an offline teacher)
+  mrrtf rrtf sample CONFIG... --problems P --student DIR --out O   student + teacher samples
+  mrrtf rrtf rank --problems P --responses R... --out O    sandbox verdicts -> ranked set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+HELP = "RRTF data steps: demo-data, decontaminate, evolve, sample, rank"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="rrtf_command", metavar="STEP", required=True)
+
+    d = sub.add_parser("demo-data", help="write demo problems and a mixed teacher JSONL")
+    d.add_argument("--out-dir", required=True)
+    d.add_argument("--train", type=int, default=400, help="training problems")
+    d.add_argument("--heldout", type=int, default=100, help="held-out problems")
+    d.add_argument("--teacher-per-problem", type=int, default=2)
+    d.add_argument("--correct-fraction", type=float, default=0.7)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(_step=_demo_data)
+
+    c = sub.add_parser("decontaminate", help="drop problems overlapping HumanEval")
+    c.add_argument("--problems", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--ngram", type=int, default=10)
+    c.add_argument("--threshold", type=float, default=0.1)
+    c.set_defaults(_step=_decontaminate)
+
+    e = sub.add_parser("evolve", help="Evol-Instruct rewrite through a teacher, filter, dedup")
+    e.add_argument("--seeds", required=True, help="seed problems JSONL")
+    e.add_argument("--out", help="evolved problems JSONL (seeds included)")
+    e.add_argument("--teacher-outputs", help='JSONL of {"id": request id, "output": text}')
+    e.add_argument("--write-requests", help="write this round's rewrite requests here and stop")
+    e.add_argument("--rounds", type=int, default=1)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--near-dup-jaccard", type=float, default=0.8)
+    e.add_argument("--teacher-model", help="HF model directory to answer the requests locally")
+    e.add_argument("--max-new-tokens", type=int, default=512)
+    e.set_defaults(_step=_evolve)
+
+    s = sub.add_parser("sample", help="sample K responses per problem from student + teachers")
+    s.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides")
+    s.add_argument("--problems", required=True)
+    s.add_argument("--student", help="HF model directory of the student (omit: teachers only)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(_step=_sample)
+
+    r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem")
+    r.add_argument("--problems", required=True)
+    r.add_argument("--responses", nargs="*", default=[],
+                   help='JSONL files, one {"problem_id", "text", "source"} per line')
+    r.add_argument("--out", required=True)
+    r.add_argument("--workers", type=int, default=None)
+    r.set_defaults(_step=_rank)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._step(args) or 0)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, held = generate_demo_problems(args.train, args.heldout, args.seed)
+    for name, probs in (("train", train), ("heldout", held)):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in probs))
+    recs = teacher_records(train, args.teacher_per_problem, args.correct_fraction, args.seed)
+    (out / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    print(f"wrote {len(train)} train, {len(held)} held-out problems and {len(recs)} teacher "
+          f"responses to {out}")
+    return 0
+
+
+def _decontaminate(args: argparse.Namespace) -> int:
+    from megatron_rrtf.rrtf.decontaminate import NgramIndex, decontaminate
+    from megatron_rrtf.rrtf.problems import load_problems, write_problems
+
+    problems, _ = load_problems(args.problems)
+    kept, dropped = decontaminate(problems, NgramIndex.humaneval(args.ngram), args.threshold)
+    write_problems(args.out, kept)
+    for d in dropped:
+        print(f"dropped {d.problem_id}: {d.field} overlap {d.overlap:.2f} (e.g. '{d.example}')")
+    print(f"kept {len(kept)} of {len(problems)} problems -> {args.out}")
+    return 0
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from megatron_rrtf.errors import DataError
+    from megatron_rrtf.rrtf.evolve import (
+        evolution_requests,
+        evolve,
+        load_teacher_outputs,
+        requests_to_jsonl,
+    )
+    from megatron_rrtf.rrtf.problems import load_problems, write_problems
+
+    seeds, _ = load_problems(args.seeds)
+    if args.write_requests:
+        reqs = evolution_requests(seeds, np.random.default_rng(args.seed))
+        requests_to_jsonl(args.write_requests, reqs)
+        print(f"wrote {len(reqs)} round-1 requests to {args.write_requests}")
+        return 0
+    if not (args.teacher_outputs or args.teacher_model) or not args.out:
+        raise DataError("mrrtf rrtf evolve needs --out and --teacher-outputs or --teacher-model "
+                        "(or --write-requests to produce the prompts first)")
+    if args.teacher_model:
+        from align.sample import hf_generate
+        from megatron_rrtf.config.rrtf import SamplingConfig
+
+        gen = hf_generate(args.teacher_model,
+                          SamplingConfig(samples=1, max_new_tokens=args.max_new_tokens), ())
+
+        def teacher(prompts):
+            return [outs[0] for outs in gen(prompts, 0.0, 1, args.seed)]
+    else:
+        teacher = load_teacher_outputs(args.teacher_outputs)
+    problems, report = evolve(seeds, teacher, args.rounds, args.seed, args.near_dup_jaccard)
+    write_problems(args.out, problems)
+    print(report.summary())
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from align.sample import hf_generate, sample_all, write_responses
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.rrtf.problems import load_problems
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    cfg = load_config(paths, overrides).rrtf
+    problems, _ = load_problems(args.problems)
+    student = (hf_generate(args.student, cfg.student, cfg.stop_markers)
+               if args.student else None)
+    records = sample_all(problems, cfg, student, seed=args.seed)
+    write_responses(args.out, records)
+    print(f"wrote {len(records)} responses for {len(problems)} problems -> {args.out}")
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from align.rank import rank_problems, read_responses, write_ranked
+    from megatron_rrtf.rrtf.problems import load_problems
+    from megatron_rrtf.rrtf.ranking import format_distribution
+
+    problems, _ = load_problems(args.problems)
+    extra = read_responses(args.responses)
+    run_many = None
+    if args.workers is not None:
+        from megatron_rrtf.eval.sandbox import Job
+        from megatron_rrtf.eval.sandbox import run_many as sandbox_run_many
+
+        def run_many(jobs):
+            return sandbox_run_many([Job(**j) for j in jobs], workers=args.workers)
+    ranked = rank_problems(problems, extra, run_many)
+    dist = write_ranked(args.out, ranked)
+    print(format_distribution(dist))
+    print(f"ranked {len(ranked)} problems -> {args.out}")
+    return 0
