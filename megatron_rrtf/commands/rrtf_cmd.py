@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-HELP = "RRTF data steps: demo-data, decontaminate, evolve, sample, rank"
+HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train"
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--workers", type=int, default=None)
     r.set_defaults(_step=_rank)
+
+    t = sub.add_parser("train", help="train on a ranked set with the ranking loss + SFT "
+                                     "(megatron-core; torchrun for TP/PP/DP)")
+    t.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides "
+                                              "(checkpoint.init_from= the model to align)")
+    t.add_argument("--ranked", required=True, help="ranked JSONL written by `mrrtf rrtf rank`")
+    t.set_defaults(_step=_train)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,3 +180,19 @@ def _rank(args: argparse.Namespace) -> int:
     print(format_distribution(dist))
     print(f"ranked {len(ranked)} problems -> {args.out}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from align.train import run_rrtf_train
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.parallel.init import destroy_parallel
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    config = load_config(paths, overrides)
+    try:
+        summary = run_rrtf_train(config, args.ranked)
+    finally:
+        destroy_parallel()
+    print(json.dumps(summary))
+    return 3 if summary["status"] == "interrupted" else 0

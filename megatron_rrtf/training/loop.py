@@ -59,6 +59,11 @@ class LoopSpec:
     eval_sources: dict[str, Callable[[], list[Batch]]] = field(default_factory=dict)
     tokens_per_sample: int = 0
     flops_per_token: float = 0.0
+    tokens_counter: str | None = None
+    """A counter that measures the step's tokens (else global batch x tokens_per_sample)."""
+    micro_batch_rows: int | None = None
+    """Rows per micro-batch tensor when it differs from train.micro_batch_size (RRTF packs
+    several candidates per row); pipeline stages exchange tensors of this shape."""
 
 
 class _StopFlag:
@@ -169,7 +174,8 @@ class Trainer:
             data_iterator=iters if len(iters) > 1 else iters[0],
             model=self.state.model, num_microbatches=len(batches),
             seq_length=self.config.model.seq_length,
-            micro_batch_size=self.config.train.micro_batch_size, forward_only=forward_only)
+            micro_batch_size=self.spec.micro_batch_rows or self.config.train.micro_batch_size,
+            forward_only=forward_only)
 
     def _reduce_stats(self, reports: list[dict]) -> dict[str, float]:
         names = self.spec.stat_names
@@ -213,6 +219,8 @@ class Trainer:
                         "(%d in a row, limit train.max_nonfinite_steps=%d)", self.step,
                         stats["loss"], self.nonfinite_in_a_row, self.config.train.max_nonfinite_steps)
         tokens = self.config.train.global_batch_size * self.spec.tokens_per_sample
+        if self.spec.tokens_counter:
+            tokens = int(counted[names.index(self.spec.tokens_counter)])
         self.consumed_tokens += tokens
         for n, v in zip(names, counted):
             self.consumed_by_counter[n] += v
