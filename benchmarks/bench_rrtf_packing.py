@@ -9,7 +9,7 @@ sum over candidates of (prompt + response), i.e. what the candidates mean, not p
 claim line divides by this process's CPU seconds (robust on a shared machine); wall-clock
 throughput is printed below it.
 
-    PYTHONPATH=. python benchmarks/bench_rrtf_packing.py [--prompts 4] [--threads 1] [--repeats 1]
+    PYTHONPATH=. python benchmarks/bench_rrtf_packing.py [--max-len 1024] [--threads 1] [--prompts 4]
 prints `ours X, baseline Y, ratio Z` (ours = packed, baseline = padded).
 """
 
@@ -85,9 +85,10 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--max-len", type=int, default=None,
-                    help="packed row cap: a longer group is split into length-balanced rows, "
-                         "each repeating the prompt (less O(S^2) attention); default: one row")
+    ap.add_argument("--max-len", type=int, default=1024,
+                    help="packed row cap, as a training sequence length: a longer group is split "
+                         "into length-balanced rows, each repeating the prompt (less O(S^2) "
+                         "attention); 0 = one row per prompt")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -96,7 +97,7 @@ def main() -> None:
     useful = sum(len(gr.prompt) * len(gr.responses) + sum(map(len, gr.responses))
                  for gr in groups)
     padded = [pad_candidates([gr]) for gr in groups]     # one prompt per micro-batch, both ways
-    packed = [pack_candidates([gr], max_len=args.max_len) for gr in groups]
+    packed = [pack_candidates([gr], max_len=args.max_len or None) for gr in groups]
 
     # Same results: both layouts in float64 on the first prompt.
     ref = CausalLM(args.vocab, 64, 4, 2, max_pos=1024).double()
