@@ -11,7 +11,14 @@ import time
 import pytest
 
 from megatron_rrtf.errors import DataError
-from megatron_rrtf.eval.sandbox import ExecutionResult, Job, SandboxLimits, run_many, run_program
+from megatron_rrtf.eval.sandbox import (
+    ExecutionResult,
+    Job,
+    SandboxLimits,
+    run_many,
+    run_program,
+    sandbox_uid_range,
+)
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 
@@ -20,8 +27,8 @@ ADD = "def add(a, b):\n    return a + b\n"
 
 
 def sandbox_uids_alive() -> list[int]:
-    """Processes of any sandbox uid (>= 100000) still on the host."""
-    alive = []
+    """Live processes running as one of this process's sandbox uids."""
+    uids, alive = sandbox_uid_range(), []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -29,7 +36,7 @@ def sandbox_uids_alive() -> list[int]:
                 state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if uid >= 100_000 and state != "Z":
+            if uid in uids and state != "Z":
                 alive.append(int(entry))
     return alive
 

@@ -118,10 +118,12 @@ def main(config: dict) -> None:
     if not root:  # RLIMIT_NPROC counts every task of the real uid, not just ours
         nproc += confinement.count_user_tasks(os.getuid())
     try:
-        entered = confinement.enter_new_namespaces(user=not root)
+        confinement.enter_private_namespaces()
+        private = True
     except OSError as exc:
-        entered = []
-        notes.append(f"namespaces refused ({exc.strerror}): network and pid not isolated")
+        private = False
+        notes.append(f"pid/mount namespaces refused ({exc.strerror}): the candidate sees the "
+                     f"host's processes and shares a working directory")
     pid = os.fork()
     if pid:  # launcher: keep no pipe end, wait, report the child's fate as the exit code
         os.close(req_fd)
@@ -130,11 +132,9 @@ def main(config: dict) -> None:
         cpu_used = usage.ru_utime + usage.ru_stime
         os._exit(_exit_code(status, cpu_used, float(limits["cpu_s"])))
     try:
-        if "mount" in entered:
+        if private:
             owner = (config["uid"], config["gid"]) if root else (0, 0)
-            notes += confinement.private_filesystem(
-                tmp_bytes=limits["tmp_bytes"], owner=owner, hidden=config["hidden"],
-                reachable=config["reachable"])
+            notes += confinement.private_proc_and_tmp(tmp_bytes=limits["tmp_bytes"], owner=owner)
             os.chdir("/tmp")
         else:
             os.chdir(config["workdir"])
@@ -143,6 +143,8 @@ def main(config: dict) -> None:
             file_size_bytes=limits["file_size_bytes"], max_processes=nproc)
         if root:
             confinement.drop_privileges(config["uid"], config["gid"])
+        elif private:
+            confinement.lock_mounts()
         confinement.die_with_parent()
         confinement.no_new_privileges()
     except OSError as exc:  # never run the candidate half-confined

