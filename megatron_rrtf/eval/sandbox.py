@@ -248,38 +248,58 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     report, output = bytearray(), bytearray()
     dropped, timed_out = 0, False
     cap = limits.max_output_bytes
+
+    def take_output(data: bytes) -> None:
+        nonlocal dropped
+        room = max(0, cap - len(output))
+        output.extend(data[:room])
+        dropped += max(0, len(data) - room)
+
+    out_open = True
     with selectors.DefaultSelector() as sel:
         sel.register(rep_r, selectors.EVENT_READ)
         sel.register(out_r, selectors.EVENT_READ)
-        open_fds = {rep_r, out_r}
-        grace_end = None  # after the report ends, wait briefly for the rest of the output
-        while open_fds:
+        while True:  # until the test process closes its report, or the deadline
             now = time.monotonic()
-            if rep_r not in open_fds and grace_end is None:
-                candidate.kill()  # tests are over; the candidate has nothing left to do
-                grace_end = now + 0.5
-            limit = grace_end if grace_end is not None else deadline
-            if now >= limit:
-                timed_out = grace_end is None
+            if now >= deadline:
+                timed_out = True
                 break
-            for key, _ in sel.select(timeout=limit - now):
-                data = os.read(key.fd, 1 << 16)
-                if key.fd == rep_r:
-                    report += data
-                else:
-                    room = max(0, cap - len(output))
-                    output += data[:room]
-                    dropped += max(0, len(data) - room)
-                if not data or (key.fd == out_r and dropped > _OUTPUT_DRAIN_FACTOR * cap):
-                    sel.unregister(key.fd)  # closed now: a writer still going gets EPIPE
-                    open_fds.discard(key.fd)
-                    os.close(key.fd)
-    for fd in open_fds:
-        os.close(fd)
+            events = sel.select(timeout=deadline - now)
+            if any(key.fd == rep_r for key, _ in events):
+                data = os.read(rep_r, 1 << 16)
+                report += data
+                if not data:
+                    break
+            if out_open and any(key.fd == out_r for key, _ in events):
+                data = os.read(out_r, 1 << 16)
+                take_output(data)
+                if not data or dropped > _OUTPUT_DRAIN_FACTOR * cap:
+                    sel.unregister(out_r)  # closed now: a writer still going gets EPIPE
+                    os.close(out_r)
+                    out_open = False
+    os.close(rep_r)
+    if out_open:
+        # Everything the processes printed before the last verdict is already in the pipe (both
+        # flush before replying/reporting): take it without waiting for them to exit.
+        os.set_blocking(out_r, False)
+        try:
+            while len(output) < cap and (data := os.read(out_r, 1 << 16)):
+                take_output(data)
+        except BlockingIOError:
+            pass
+        os.close(out_r)
     for child in (candidate, tester):
         child.kill(list(uids) if timed_out and root else None)
-    rcs = [child.wait(10.0) for child in (candidate, tester)]
+    messages = messages_in(bytes(report))
+    # Exit statuses only matter when the report is incomplete or the candidate vanished (a CPU
+    # limit kill reads as "timeout"); otherwise the zygote reaps both in the background.
+    need_status = timed_out or not any(m.get("done") for m in messages) or any(
+        m.get("error_type") in _VANISHED or m.get("load_error") in _VANISHED for m in messages)
+    rcs = [child.wait(10.0) if need_status else None for child in (candidate, tester)]
     return _Observed(bytes(report), bytes(output), dropped, timed_out, rcs[0], rcs[1])
+
+
+_VANISHED = ("CandidateExited", "ProtocolError")
 
 
 def _first_failure(plan: TestPlan, cases: dict[int, dict]) -> tuple[str | None, str | None]:

@@ -203,6 +203,7 @@ def main(config: dict) -> None:
     except (CandidateExited, ProtocolError) as exc:
         write_message(report_fd, {"load_error": type(exc).__name__})
     os.close(channel.req_fd)
+    sys.stdout.flush()  # before "done": the parent stops reading output when the report ends
+    sys.stderr.flush()
     write_message(report_fd, {"done": True})
-    sys.stdout.flush()
     os._exit(0)

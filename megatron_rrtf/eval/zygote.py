@@ -80,7 +80,8 @@ def serve(config: dict) -> None:
     """The zygote's loop: spawn, kill, reap; exits (killing its children) when the parent goes."""
     from megatron_rrtf.eval import candidate_process, confinement, test_process  # noqa: F401
 
-    confinement.die_with_parent()
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits (a thread-pool
+    # worker, say). The parent's death shows as end-of-file on the control socket instead.
     for note in confinement.shared_view(root=os.geteuid() == 0, hidden=config["hidden"],
                                         reachable=config["reachable"]):
         print(f"sandbox: {note}", file=sys.stderr, flush=True)
