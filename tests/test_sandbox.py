@@ -211,9 +211,9 @@ def test_infinite_loop_times_out_on_wall_clock():
 def test_cpu_burner_is_killed_by_the_cpu_limit_before_the_wall_clock():
     start = time.monotonic()
     result = run_program("while True:\n    pass\n", "assert f()",
-                         limits=SandboxLimits(timeout_s=20.0, cpu_s=1.0))
+                         limits=SandboxLimits(timeout_s=60.0, cpu_s=1.0))
     assert result.outcome == "timeout"
-    assert time.monotonic() - start < 10.0
+    assert time.monotonic() - start < 50.0  # 1 s of CPU; slack for a busy machine
 
 
 def test_fork_bomb_is_contained_and_leaves_nothing_behind():
@@ -310,3 +310,56 @@ def test_killing_the_parent_is_refused():
                "def f():\n    return errors\n")
     result = run_program(program, "assert f() == []", limits=FAST)
     assert result.outcome == "failed"  # both kills were refused, and we are still here
+
+
+# ---------------------------------------------------------------- not root
+
+
+NON_ROOT_SCRIPT = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+from megatron_rrtf.eval.sandbox import SandboxLimits, run_program
+program = """
+import os, socket
+def probe():
+    out = []
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=1).close()
+        out.append("network")
+    except OSError:
+        pass
+    try:
+        open("/pwned-by-nonroot", "w")
+        out.append("wrote")
+    except OSError:
+        pass
+    if len([p for p in os.listdir("/proc") if p.isdigit()]) > 3:
+        out.append("sees host processes")
+    return out
+def add(a, b):
+    return a + b
+"""
+print(run_program(program, "assert add(1, 2) == 3\nassert probe() == []").outcome)
+print(run_program("class E:\n    def __eq__(s, o):\n        return True\ndef f():\n    return E()\n",
+                  "assert f() == 1").outcome)
+print(run_program("while True:\n    pass\n", "assert f()",
+                  limits=SandboxLimits(timeout_s=2.0, cpu_s=1.0)).outcome)
+'''
+
+
+def test_unprivileged_caller_gets_user_namespace_confinement():
+    """Run as `nobody` (with the system python3, the venv's lies under /root): user namespaces
+    stand in for root's uid drop; network, writes and host processes stay out of reach."""
+    import shutil
+    import subprocess
+
+    setpriv, python = shutil.which("setpriv"), shutil.which("python3.11", path="/usr/bin")
+    if os.geteuid() != 0 or setpriv is None or python is None:
+        pytest.skip("needs root, setpriv and /usr/bin/python3.11 to impersonate a user")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python,
+                           "-c", NON_ROOT_SCRIPT, repo], capture_output=True, text=True, timeout=60,
+                          cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["passed", "failed", "timeout"], done.stdout + done.stderr
+    assert not os.path.exists("/pwned-by-nonroot")
