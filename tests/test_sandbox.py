@@ -136,6 +136,14 @@ def test_monkeypatched_assertionerror_and_builtins_do_not_pass():
     assert_not_passed(run_program(program, "assert add(1, 2) == 3\nassert len([1]) == 1\n"))
 
 
+def test_stopiteration_cannot_cut_the_tests_own_iteration_short():
+    """Attack: raise StopIteration so `map` in the test ends early and an empty result passes."""
+    program = "def double(x):\n    raise StopIteration\n"
+    result = run_program(program, "assert list(map(double, [1, 2])) == []")
+    assert_not_passed(result)
+    assert result.error_type == "StopIteration"
+
+
 @pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)"])
 def test_exiting_before_the_tests_is_an_error(exit_call):
     """Attack: exit with status 0 before any assert runs (exit status means nothing here)."""

@@ -48,9 +48,15 @@ class ProtocolError(Exception):
     """The candidate process sent something that is not a well-formed reply."""
 
 
+CONTROL_FLOW_EXCEPTIONS = frozenset({"StopIteration", "StopAsyncIteration", "GeneratorExit"})
+"""Never re-raised as themselves: a StopIteration from the candidate would end the test's own
+`map`/`zip` iteration early and let `assert list(map(f, xs)) == []` pass."""
+
+
 def _rebuild_exception(type_name: str, message: str) -> BaseException:
     cls = getattr(builtins, type_name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if (isinstance(cls, type) and issubclass(cls, Exception)
+            and type_name not in CONTROL_FLOW_EXCEPTIONS):
         try:
             return cls(message)
         except Exception:  # e.g. UnicodeDecodeError needs five arguments
