@@ -22,7 +22,7 @@ from megatron_rrtf.eval.sandbox import (
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 
-FAST = SandboxLimits(timeout_s=3.0, cpu_s=2.0, memory_mb=256, max_processes=8)
+FAST = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=8)
 ADD = "def add(a, b):\n    return a + b\n"
 
 

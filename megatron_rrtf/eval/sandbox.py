@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Literal
 
 from megatron_rrtf.errors import DataError, SandboxError
-from megatron_rrtf.eval.candidate_process import EXIT_CPU_LIMIT
 from megatron_rrtf.eval.test_cases import TestPlan, split_tests
-from megatron_rrtf.eval.wire import messages_in
+from megatron_rrtf.eval.wire import messages_in, write_message
 from megatron_rrtf.eval.zygote import ZygoteClient
 
 logger = logging.getLogger(__name__)
@@ -186,25 +185,12 @@ def _close_zygote() -> None:
         _ZYGOTE[1].close()
 
 
-def _feed(fd: int, text: str) -> None:
-    """Write a child's whole input to its stdin pipe, then close it."""
-    try:
-        data = memoryview(text.encode("utf-8", errors="surrogatepass"))
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:  # the child died during set-up; its exit code tells
-        pass
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class _Observed:
     report: bytes
     output: bytes
     output_dropped: int
     timed_out: bool
-    candidate_rc: int | None
     tests_rc: int | None
 
 
@@ -219,31 +205,25 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
            "HOME": workdir or "/tmp", "TMPDIR": workdir or "/tmp"}
     out_r, out_w = os.pipe()
-    req_r, req_w = os.pipe()
-    resp_r, resp_w = os.pipe()
     rep_r, rep_w = os.pipe()
-    cand_in_r, cand_in_w = os.pipe()
-    test_in_r, test_in_w = os.pipe()
-    cand_cfg = {"req_fd": 3, "resp_fd": 4, "limits": child_limits, "root": root,
-                "uid": uids[0] if root else None, "gid": uids[0] if root else None,
-                "workdir": workdir, "env": env}
-    test_cfg = {"req_fd": 3, "resp_fd": 4, "report_fd": 5, "limits": child_limits,
-                "root": root, "uid": uids[1] if root else None, "gid": uids[1] if root else None,
-                "entry_point": entry_point, "env": env}
+    in_r, in_w = os.pipe()
+    config = {"report_fd": 5, "limits": child_limits, "root": root,
+              "uid": uids[1] if root else None, "candidate_uid": uids[0] if root else None,
+              "workdir": workdir, "env": env, "entry_point": entry_point}
     deadline = time.monotonic() + limits.timeout_s
-    zygote = _zygote()
     try:
-        candidate = zygote.spawn("candidate", cand_cfg,
-                                 {0: cand_in_r, 1: out_w, 2: out_w, 3: req_r, 4: resp_w})
-        tester = zygote.spawn("tests", test_cfg,
-                              {0: test_in_r, 1: out_w, 2: out_w, 3: req_w, 4: resp_r, 5: rep_w})
+        tester = _zygote().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
     except OSError as exc:
         raise SandboxError(f"cannot start sandbox processes: {exc}") from exc
     finally:
-        for fd in (out_w, req_r, req_w, resp_r, resp_w, rep_w, cand_in_r, test_in_r):
+        for fd in (out_w, rep_w, in_r):
             os.close(fd)
-    _feed(cand_in_w, program)
-    _feed(test_in_w, tests)
+    try:  # the test process reads this first thing, before any confinement
+        write_message(in_w, {"program": program, "tests": tests})
+    except OSError:  # it died during set-up; its exit status tells
+        pass
+    finally:
+        os.close(in_w)
 
     report, output = bytearray(), bytearray()
     dropped, timed_out = 0, False
@@ -288,18 +268,12 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
         except BlockingIOError:
             pass
         os.close(out_r)
-    for child in (candidate, tester):
-        child.kill(list(uids) if timed_out and root else None)
-    messages = messages_in(bytes(report))
-    # Exit statuses only matter when the report is incomplete or the candidate vanished (a CPU
-    # limit kill reads as "timeout"); otherwise the zygote reaps both in the background.
-    need_status = timed_out or not any(m.get("done") for m in messages) or any(
-        m.get("error_type") in _VANISHED or m.get("load_error") in _VANISHED for m in messages)
-    rcs = [child.wait(10.0) if need_status else None for child in (candidate, tester)]
-    return _Observed(bytes(report), bytes(output), dropped, timed_out, rcs[0], rcs[1])
-
-
-_VANISHED = ("CandidateExited", "ProtocolError")
+    tester.kill(list(uids) if timed_out and root else None)  # the candidate dies with it
+    # The test process's exit status only matters when its report is incomplete (a CPU-limit
+    # kill reads as "timeout"); otherwise the zygote reaps it in the background.
+    done = any(m.get("done") for m in messages_in(bytes(report)))
+    tests_rc = tester.wait(10.0) if timed_out or not done else 0
+    return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
 
 
 def _first_failure(plan: TestPlan, cases: dict[int, dict]) -> tuple[str | None, str | None]:
@@ -325,7 +299,8 @@ def _verdict(plan: TestPlan, seen: _Observed) -> tuple[Outcome, int, str | None,
     passed = sum(1 for i, step in enumerate(plan.steps)
                  if step.is_case and cases.get(i, {}).get("passed") is True)
     failed_test, error_type = _first_failure(plan, cases)
-    cpu_killed = seen.candidate_rc == EXIT_CPU_LIMIT or seen.tests_rc in (-signal.SIGXCPU,)
+    cpu_killed = (seen.tests_rc == -signal.SIGXCPU
+                  or any(m.get("candidate_exit") == "cpu_limit" for m in messages))
     if seen.timed_out or cpu_killed:
         return "timeout", passed, failed_test, None
     done = any(m.get("done") for m in messages)

@@ -1,6 +1,7 @@
 """A fork server for the sandbox: one small, single-threaded process that has imported the
-sandbox's child code once and forks a fresh process per role (candidate launcher, test process)
-on request. Starting a Python interpreter per process cost ~60 ms of CPU; a fork costs ~1 ms.
+sandbox's child code once and forks a fresh test process per program on request (which forks
+the candidate process in turn). Starting a Python interpreter per process cost ~60 ms of CPU; a
+fork costs ~1 ms.
 
 Why not fork the caller: the caller is multi-threaded (thread pool, torch); forking it copies
 locks held by other threads. The zygote has no threads and holds nothing but its control socket,
@@ -8,7 +9,7 @@ which every forked child closes (with every other descriptor it was not given) b
 its role. Nothing a candidate runs can reach the zygote.
 
 Protocol over an AF_UNIX SOCK_SEQPACKET pair, one JSON object per packet:
-  parent -> zygote  {"spawn": id, "role": "candidate"|"tests", "config": {...}, "targets": [fd...]}
+  parent -> zygote  {"spawn": id, "role": "run", "config": {...}, "targets": [fd...]}
                     with the descriptors (SCM_RIGHTS) to install at those numbers in the child;
                     {"kill": id, "uids": [...]}: SIGKILL the child's process group (only while
                     it is unreaped, so never a recycled pid) and, as root, every process of
@@ -67,12 +68,9 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
         for fd, target in zip(moved, targets):
             os.dup2(fd, target, inheritable=True)
         os.closerange(max(targets) + 1, 1 << 16)
-        if role == "candidate":
-            from megatron_rrtf.eval.candidate_process import main
-        elif role == "tests":
-            from megatron_rrtf.eval.test_process import main
-        else:
+        if role != "run":
             raise ValueError(f"unknown sandbox role {role!r}")
+        from megatron_rrtf.eval.test_process import main
         main(config)
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote loop
         traceback.print_exc()
