@@ -67,6 +67,11 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # clear of every target
         for fd, target in zip(moved, targets):
             os.dup2(fd, target, inheritable=True)
+        for fd in set(range(max(targets) + 1)) - set(targets):  # e.g. a received original
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         os.closerange(max(targets) + 1, 1 << 16)
         if role != "run":
             raise ValueError(f"unknown sandbox role {role!r}")
