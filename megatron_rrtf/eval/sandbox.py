@@ -11,6 +11,9 @@ Design (docs/sandbox.md has the threat model):
 - the test process reports each case's verdict on a pipe the candidate does not hold; the parent
   (this module) combines that report with what it observed itself (compile errors, wall-clock
   timeout, CPU-limit kills) into an ExecutionResult.
+Processes: a fork server (zygote.py) forks one test process per program; while still privileged
+the test process forks the candidate process (pid 1 of a new pid namespace), then both drop to
+their own uids.
 """
 
 from __future__ import annotations
