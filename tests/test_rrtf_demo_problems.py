@@ -9,6 +9,7 @@ from megatron_rrtf.rrtf.demo_problems import (
     BUG_KINDS,
     generate_demo_problems,
     passes,
+    run_own_code,
     teacher_records,
     templates,
 )
@@ -53,13 +54,15 @@ def test_teacher_responses_are_correct_or_fail_as_labelled(problems):
     kinds = Counter(r["kind"] for r in records)
     assert set(kinds) == {"correct", *BUG_KINDS}
     assert 0.35 < kinds["correct"] / len(records) < 0.65
+    expected = {"correct": "passed", "off_by_one": "failed", "wrong_constant": "failed",
+                "runtime_error": "error"}
     for r in records:
         code = extract_code(r["text"])
-        ok = passes(code, dps[r["problem_id"]].problem.tests)
-        assert ok == (r["kind"] == "correct"), r
         if r["kind"] == "syntax_error":
             with pytest.raises(SyntaxError):
                 compile(code, "<t>", "exec")
+        else:
+            assert run_own_code(code, dps[r["problem_id"]].problem.tests) == expected[r["kind"]]
 
 
 def test_correct_fraction_extremes(problems):

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.rrtf.packing import (
@@ -130,3 +132,23 @@ def test_a_long_group_is_split_into_few_balanced_rows():
     real = (b.attention_mask[:, 0].diagonal(dim1=1, dim2=2) == 0) & (b.tokens != 0)
     assert sorted(real.sum(1).tolist()) == [60, 70]
     assert torch.equal(b.lengths, torch.tensor([30, 10, 20, 30, 20]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.lists(st.integers(1, 12), min_size=1,
+                                                      max_size=5)), min_size=1, max_size=3),
+       st.sampled_from([None, 30, 60]))
+def test_layouts_agree_for_any_group_shapes(shapes, max_len):
+    g = torch.Generator().manual_seed(len(shapes))
+    groups = [CandidateGroup(torch.randint(1, 50, (p,), generator=g).tolist(),
+                             [torch.randint(1, 50, (n,), generator=g).tolist() for n in ns])
+              for p, ns in shapes]
+    if max_len is not None and any(len(gr.prompt) + max(map(len, gr.responses)) > max_len
+                                   for gr in groups):
+        max_len = None
+    torch.manual_seed(0)
+    model = TinyCausalLM().double().eval()
+    with torch.no_grad():
+        padded, _ = logprobs(model, pad_candidates(groups))
+        packed, _ = logprobs(model, pack_candidates(groups, max_len=max_len))
+    assert torch.allclose(padded, packed, atol=1e-5, rtol=0)

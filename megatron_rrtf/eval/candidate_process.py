@@ -1,8 +1,7 @@
-"""The untrusted side of the sandbox: a launcher that confines itself, then loads the candidate
-program and answers calls from the test process with plain data.
+"""The untrusted side of the sandbox: the candidate process, forked by the test process, confined
+before the program's first line, then loading the program and answering calls with plain data.
 
-Started by megatron_rrtf.eval.sandbox as `python -I -S -c <boot> <config json>`, reading the
-program on stdin. Runs as root only up to `drop_privileges`; everything after that line, including
+Runs as root only up to `drop_privileges`; everything after that line, including
 this module's own serving loop, is assumed to be under the candidate's control: the candidate can
 rewrite the loop, the encoder, or the pipe. That is fine, because all it can ever send is plain
 data to the test process, which decides pass/fail itself (see test_process).
@@ -13,6 +12,7 @@ Standard library only.
 from __future__ import annotations
 
 import builtins
+import fcntl
 import os
 import signal
 import sys
@@ -28,9 +28,6 @@ from megatron_rrtf.eval.wire import (
     read_message,
     write_message,
 )
-
-EXIT_CPU_LIMIT = 124
-"""Launcher exit code when the candidate was killed for exceeding its CPU limit."""
 
 
 def _describe(value: Any) -> list:
@@ -95,59 +92,70 @@ def serve(program: str, req_fd: int, resp_fd: int, notes: list[str]) -> None:
         write_message(resp_fd, reply)
 
 
-def _exit_code(status: int, cpu_used: float, cpu_limit: float) -> int:
+def describe_exit(status: int, cpu_used: float, cpu_limit: float) -> str:
+    """"cpu_limit" when the candidate was killed for CPU, else "signal N" or "exit N"."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= cpu_limit):
-            return EXIT_CPU_LIMIT
-        return 128 + sig
-    code = os.WEXITSTATUS(status)
-    return EXIT_CPU_LIMIT + 1 if code == EXIT_CPU_LIMIT else code
+            return "cpu_limit"
+        return f"signal {sig}"
+    return f"exit {os.WEXITSTATUS(status)}"
 
 
-def main(config: dict) -> None:
-    """Launcher: read the program, enter namespaces, fork the confined child, wait, exit."""
-    program = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # stdin closed: reads see EOF at once
-    os.close(devnull)
-    req_fd, resp_fd = config["req_fd"], config["resp_fd"]
+def _confine(config: dict, private: bool) -> list[str]:
+    """In the forked candidate, still root: own namespaces, /proc, /tmp, limits, then drop."""
     limits, root = config["limits"], config["root"]
     notes: list[str] = []
-    nproc = limits["max_processes"]
-    if not root:  # RLIMIT_NPROC counts every task of the real uid, not just ours
-        nproc += confinement.count_user_tasks(os.getuid())
+    if private:
+        confinement.unshare(confinement.CLONE_NEWNS | confinement.CLONE_NEWIPC
+                            | confinement.CLONE_NEWUTS)
+        owner = (config["uid"], config["gid"]) if root else (0, 0)
+        notes += confinement.private_proc_and_tmp(tmp_bytes=limits["tmp_bytes"], owner=owner)
+        os.chdir("/tmp")
+    else:
+        os.chdir(config["workdir"])
+    confinement.set_resource_limits(
+        cpu_s=limits["cpu_s"], memory_bytes=limits["memory_bytes"],
+        file_size_bytes=limits["file_size_bytes"], max_processes=config["nproc"])
+    if root:
+        confinement.drop_privileges(config["uid"], config["gid"])
+    elif private:
+        confinement.lock_mounts()
+    confinement.die_with_parent()
+    confinement.no_new_privileges()
+    return notes
+
+
+def launch(program: str, config: dict) -> tuple[int, int, int]:
+    """Fork the candidate process from the (still privileged) test process; returns
+    (pid, request write end, response read end). The child keeps only stdin (/dev/null),
+    stdout/stderr and its two pipe ends: every other descriptor, the report pipe included, is
+    closed before the program is read. With a new pid namespace the child is its pid 1: when it
+    exits, everything it started dies, and it cannot see or signal anything outside."""
+    notes: list[str] = []
     try:
-        entered = confinement.enter_new_namespaces(user=not root)
+        confinement.unshare(confinement.CLONE_NEWPID)
+        private = True
     except OSError as exc:
-        entered = []
-        notes.append(f"namespaces refused ({exc.strerror}): network and pid not isolated")
+        private = False
+        notes.append(f"pid/mount namespaces refused ({exc.strerror}): the candidate sees the "
+                     f"host's processes and shares a working directory")
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
     pid = os.fork()
-    if pid:  # launcher: keep no pipe end, wait, report the child's fate as the exit code
-        os.close(req_fd)
-        os.close(resp_fd)
-        _, status, usage = os.wait4(pid, 0)
-        cpu_used = usage.ru_utime + usage.ru_stime
-        os._exit(_exit_code(status, cpu_used, float(limits["cpu_s"])))
+    if pid:
+        os.close(req_r)
+        os.close(resp_w)
+        return pid, req_w, resp_r
     try:
-        if "mount" in entered:
-            owner = (config["uid"], config["gid"]) if root else (0, 0)
-            notes += confinement.private_filesystem(
-                tmp_bytes=limits["tmp_bytes"], owner=owner, hidden=config["hidden"],
-                reachable=config["reachable"])
-            os.chdir("/tmp")
-        else:
-            os.chdir(config["workdir"])
-        confinement.set_resource_limits(
-            cpu_s=limits["cpu_s"], memory_bytes=limits["memory_bytes"],
-            file_size_bytes=limits["file_size_bytes"], max_processes=nproc)
-        if root:
-            confinement.drop_privileges(config["uid"], config["gid"])
-        confinement.die_with_parent()
-        confinement.no_new_privileges()
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (req_r, resp_w)]
+        os.dup2(high[0], 3)
+        os.dup2(high[1], 4)
+        os.closerange(5, 1 << 16)  # the report pipe and the test side's pipe ends included
+        notes += _confine(config, private)
     except OSError as exc:  # never run the candidate half-confined
         print(f"sandbox set-up failed: {exc}", file=sys.stderr)
         os._exit(3)
-    serve(program, req_fd, resp_fd, notes)
+    serve(program, 3, 4, notes)
     _flush()
     os._exit(0)

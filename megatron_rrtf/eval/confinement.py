@@ -22,7 +22,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 _SYS_MOUNT_SETATTR = 442  # x86_64 and aarch64 share the new-syscall numbers
 _AT_FDCWD, _AT_RECURSIVE = -100, 0x8000
-_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID = 0x1, 0x2
 
 
 class _MountAttr(ctypes.Structure):
@@ -56,25 +56,51 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
-def enter_new_namespaces(*, user: bool) -> list[str]:
-    """unshare() into new net, mount, ipc, uts and pid namespaces (pid applies to children, so
-    the caller must fork next). With `user`, first a user namespace mapping the caller's uid to
-    root inside (how an unprivileged caller gets the others). Returns the names entered; raises
-    OSError when the kernel refuses."""
+def _map_self_to_root() -> None:
     uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
-    names = ["net", "mount", "ipc", "uts", "pid"]
-    if user:
-        unshare(CLONE_NEWUSER)
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"0 {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"0 {gid} 1")
-        names.insert(0, "user")
-    unshare(flags)
-    return names
+    unshare(CLONE_NEWUSER)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"0 {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"0 {gid} 1")
+
+
+def shared_view(*, root: bool, hidden: list[str], reachable: list[str]) -> list[str]:
+    """Once, in the zygote, for everything it will fork: a new network namespace (no interface
+    up, so no network at all) and a new mount namespace whose whole tree is read-only and nosuid,
+    with each `hidden` directory covered by an empty tmpfs and each `reachable` one
+    opened to every uid (make_reachable). Not root: first a user namespace mapping our uid to
+    root inside. Returns notes on what the kernel refused (the rest still holds)."""
+    notes: list[str] = []
+    try:
+        if not root:
+            _map_self_to_root()
+        unshare(CLONE_NEWNET | CLONE_NEWNS)
+    except OSError as exc:
+        return [f"namespaces refused ({exc.strerror}): no network or filesystem isolation"]
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for path in reachable:
+        make_reachable(path)
+    for path in hidden:
+        if os.path.isdir(path):
+            try:
+                _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+            except OSError as exc:
+                notes.append(f"could not hide {path} ({exc.strerror})")
+    attr = _MountAttr(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID, 0, 0, 0)  # /dev/null stays usable
+    ret = _libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE,
+                        ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret != 0:
+        notes.append(f"read-only remount refused ({os.strerror(ctypes.get_errno())})")
+    return notes
+
+
+def enter_private_namespaces() -> None:
+    """unshare() into new pid, mount, ipc and uts namespaces (pid applies to children: the
+    caller forks next). Raises OSError when the kernel refuses."""
+    unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
@@ -109,37 +135,25 @@ def make_reachable(path: str) -> None:
         os.close(fd)
 
 
-def private_filesystem(*, tmp_bytes: int | None, owner: tuple[int, int], hidden: list[str],
-                       reachable: list[str]) -> list[str]:
-    """Inside new mount and pid namespaces: a fresh /proc, `reachable` directories opened to
-    every uid (make_reachable), each `hidden` directory covered by an empty read-only tmpfs, the
-    whole tree made read-only, nosuid, nodev, and (if `tmp_bytes`) a fresh writable tmpfs of that
-    size on /tmp owned by `owner` (uid, gid). Returns notes on steps the kernel refused (the
-    caller reports them; the rest still holds)."""
+def private_proc_and_tmp(*, tmp_bytes: int, owner: tuple[int, int]) -> list[str]:
+    """As pid 1 of a new pid namespace, in a new mount namespace: a fresh /proc showing only
+    this namespace, and a fresh writable tmpfs of `tmp_bytes` on /tmp owned by `owner`."""
     notes: list[str] = []
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError as exc:
         notes.append(f"fresh /proc refused ({exc.strerror}): host /proc stays visible")
-    for path in reachable:
-        make_reachable(path)
-    for path in hidden:
-        if os.path.isdir(path):
-            try:
-                _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
-            except OSError as exc:
-                notes.append(f"could not hide {path} ({exc.strerror})")
-    attr = _MountAttr(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, 0, 0)
-    ret = _libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE,
-                        ctypes.byref(attr), ctypes.sizeof(attr))
-    if ret != 0:
-        notes.append(f"read-only remount refused ({os.strerror(ctypes.get_errno())})")
-    if tmp_bytes:
-        uid, gid = owner
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-               f"size={tmp_bytes},mode=700,uid={uid},gid={gid}")
+    uid, gid = owner
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={tmp_bytes},mode=700,uid={uid},gid={gid}")
     return notes
+
+
+def lock_mounts() -> None:
+    """Not root: enter a nested user namespace so the mounts above become locked (the candidate,
+    uid 0 of the outer user namespace, could otherwise unmount a hiding tmpfs)."""
+    _map_self_to_root()
 
 
 def drop_privileges(uid: int, gid: int) -> None:

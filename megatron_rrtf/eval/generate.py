@@ -2,7 +2,7 @@
 
 Used by HumanEval evaluation and by RRTF's candidate sampling. Prompts are left-padded so every
 row's new tokens start at the same position; each prompt is repeated `num_samples` times and the
-rows are cut into batches of `batch_size`. Completions are cut at the first stop token id and
+rows are cut into batches of `batch_size` (a tokenizer without a pad token gets pad = EOS). Completions are cut at the first stop token id and
 then at the first stop string (the stop itself is not kept). Greedy when temperature == 0,
 otherwise temperature + nucleus (top-p) sampling. `torch.manual_seed(seed)` is set once per call:
 the same prompts, config and batch size give the same completions.
@@ -95,7 +95,9 @@ def generate(prompts: Sequence[str], model: Any, tokenizer: Any, config: Samplin
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; generation needs one to stop and pad")
     tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.pad_token_id is None:  # padded positions are masked out, any id will do
+        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = tokenizer.pad_token_id
     stop_ids = {tokenizer.eos_token_id, *config.stop_token_ids}
     rows = [i for i in range(len(prompts)) for _ in range(config.num_samples)]
     completions: list[list[str]] = [[] for _ in prompts]

@@ -11,17 +11,19 @@ Design (docs/sandbox.md has the threat model):
 - the test process reports each case's verdict on a pipe the candidate does not hold; the parent
   (this module) combines that report with what it observed itself (compile errors, wall-clock
   timeout, CPU-limit kills) into an ExecutionResult.
+Processes: a fork server (zygote.py) forks one test process per program; while still privileged
+the test process forks the candidate process (pid 1 of a new pid namespace), then both drop to
+their own uids.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
 import os
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -35,9 +37,9 @@ from pathlib import Path
 from typing import Literal
 
 from megatron_rrtf.errors import DataError, SandboxError
-from megatron_rrtf.eval.candidate_process import EXIT_CPU_LIMIT
 from megatron_rrtf.eval.test_cases import TestPlan, split_tests
-from megatron_rrtf.eval.wire import messages_in
+from megatron_rrtf.eval.wire import messages_in, write_message
+from megatron_rrtf.eval.zygote import ZygoteClient
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class _UidSlots:
                 self._next += 1
         if slot >= 1024:
             raise SandboxError("more than 1024 concurrent sandboxes in one process")
-        uid = _UID_BASE + 2 * ((os.getpid() % 1_000_000) * 1024 + slot)
+        uid = sandbox_uid_range().start + 2 * slot
         try:
             yield uid, uid + 1
         finally:
@@ -126,6 +128,12 @@ class _UidSlots:
 
 
 _UID_SLOTS = _UidSlots()
+
+
+def sandbox_uid_range() -> range:
+    """The uids this process's sandboxes run as when it is root (for monitoring and tests)."""
+    start = _UID_BASE + 2 * (os.getpid() % 1_000_000) * 1024
+    return range(start, start + 2 * 1024)
 
 
 def _hidden_dirs() -> list[str]:
@@ -149,34 +157,35 @@ _REACHABLE = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.bas
 """The interpreter's own prefix must stay readable for the dropped uid (it may live in /root)."""
 
 
-def _boot_command(module: str, config: dict) -> list[str]:
+def _boot_command(module: str) -> list[str]:
     boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
             f"from megatron_rrtf.eval.{module} import main; main(json.loads(sys.argv[1]))")
-    return [sys.executable, "-I", "-S", "-c", boot, json.dumps(config)]
+    return [sys.executable, "-I", "-S", "-c", boot]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+_ZYGOTE_LOCK = threading.Lock()
+_ZYGOTE: tuple[int, ZygoteClient] | None = None
 
 
-def _kill_uid(uid: int) -> None:
-    """Backstop after a timeout (root only): SIGKILL every process of a sandbox uid, including
-    any that left their process group. kill(-1) from that uid reaches exactly those."""
-    subprocess.run([sys.executable, "-I", "-S", "-c",
-                    f"import os; os.setresgid({uid},{uid},{uid}); os.setresuid({uid},{uid},{uid});"
-                    f" os.kill(-1, 9)"], env={}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False, timeout=10)
+def _zygote() -> ZygoteClient:
+    """This process's fork server, started on first use (again after a fork or if it died)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or _ZYGOTE[0] != os.getpid() or not _ZYGOTE[1].alive:
+            try:
+                client = ZygoteClient(_boot_command("zygote"), {"PATH": "/usr/bin:/bin"},
+                                      {"hidden": _HIDDEN, "reachable": _REACHABLE})
+            except OSError as exc:
+                raise SandboxError(f"cannot start the sandbox fork server: {exc}") from exc
+            if _ZYGOTE is None:
+                atexit.register(_close_zygote)
+            _ZYGOTE = (os.getpid(), client)
+        return _ZYGOTE[1]
 
 
-def _feed(proc: subprocess.Popen, text: str) -> None:
-    try:
-        proc.stdin.write(text.encode("utf-8", errors="surrogatepass"))
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):  # the child died during set-up; its exit code tells
-        pass
+def _close_zygote() -> None:
+    if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
+        _ZYGOTE[1].close()
 
 
 @dataclass
@@ -185,7 +194,6 @@ class _Observed:
     output: bytes
     output_dropped: int
     timed_out: bool
-    candidate_rc: int | None
     tests_rc: int | None
 
 
@@ -200,73 +208,77 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
            "HOME": workdir or "/tmp", "TMPDIR": workdir or "/tmp"}
     out_r, out_w = os.pipe()
-    req_r, req_w = os.pipe()
-    resp_r, resp_w = os.pipe()
     rep_r, rep_w = os.pipe()
-    cand_cfg = {"req_fd": req_r, "resp_fd": resp_w, "limits": child_limits, "root": root,
-                "uid": uids[0] if root else None, "gid": uids[0] if root else None,
-                "hidden": _HIDDEN, "reachable": _REACHABLE, "workdir": workdir}
-    test_cfg = {"req_fd": req_w, "resp_fd": resp_r, "report_fd": rep_w, "limits": child_limits,
-                "root": root, "uid": uids[1] if root else None, "gid": uids[1] if root else None,
-                "reachable": _REACHABLE, "entry_point": entry_point}
-    common = dict(stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, env=env, cwd="/",
-                  start_new_session=True, close_fds=True)
+    in_r, in_w = os.pipe()
+    config = {"report_fd": 5, "limits": child_limits, "root": root,
+              "uid": uids[1] if root else None, "candidate_uid": uids[0] if root else None,
+              "workdir": workdir, "env": env, "entry_point": entry_point}
     deadline = time.monotonic() + limits.timeout_s
-    procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen(_boot_command("candidate_process", cand_cfg),
-                                      pass_fds=(req_r, resp_w), **common))
-        procs.append(subprocess.Popen(_boot_command("test_process", test_cfg),
-                                      pass_fds=(req_w, resp_r, rep_w), **common))
+        tester = _zygote().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
     except OSError as exc:
-        for proc in procs:
-            _kill_group(proc)
         raise SandboxError(f"cannot start sandbox processes: {exc}") from exc
     finally:
-        for fd in (out_w, req_r, req_w, resp_r, resp_w, rep_w):
+        for fd in (out_w, rep_w, in_r):
             os.close(fd)
-    candidate, tester = procs
-    _feed(candidate, program)
-    _feed(tester, tests)
+    try:  # the test process reads this first thing, before any confinement
+        write_message(in_w, {"program": program, "tests": tests})
+    except OSError:  # it died during set-up; its exit status tells
+        pass
+    finally:
+        os.close(in_w)
 
     report, output = bytearray(), bytearray()
     dropped, timed_out = 0, False
     cap = limits.max_output_bytes
+
+    def take_output(data: bytes) -> None:
+        nonlocal dropped
+        room = max(0, cap - len(output))
+        output.extend(data[:room])
+        dropped += max(0, len(data) - room)
+
+    out_open = True
     with selectors.DefaultSelector() as sel:
         sel.register(rep_r, selectors.EVENT_READ)
         sel.register(out_r, selectors.EVENT_READ)
-        open_fds = {rep_r, out_r}
-        grace_end = None  # after the report ends, wait briefly for the rest of the output
-        while open_fds:
+        while True:  # until the test process closes its report, or the deadline
             now = time.monotonic()
-            if rep_r not in open_fds and grace_end is None:
-                _kill_group(candidate)  # tests are over; the candidate has nothing left to do
-                grace_end = now + 0.5
-            limit = grace_end if grace_end is not None else deadline
-            if now >= limit:
-                timed_out = grace_end is None
+            if now >= deadline:
+                timed_out = True
                 break
-            for key, _ in sel.select(timeout=limit - now):
-                data = os.read(key.fd, 1 << 16)
-                if key.fd == rep_r:
-                    report += data
-                elif len(output) < cap:
-                    output += data[: cap - len(output)]
-                    dropped += max(0, len(data) - (cap - len(output)))
-                else:
-                    dropped += len(data)
-                if not data or (key.fd == out_r and dropped > _OUTPUT_DRAIN_FACTOR * cap):
-                    sel.unregister(key.fd)
-                    open_fds.discard(key.fd)
-    for fd in (rep_r, out_r):
-        os.close(fd)
-    for proc in procs:
-        _kill_group(proc)
-    rcs = [proc.wait() for proc in procs]
-    if timed_out and root:
-        for uid in uids:
-            _kill_uid(uid)
-    return _Observed(bytes(report), bytes(output), dropped, timed_out, rcs[0], rcs[1])
+            events = sel.select(timeout=deadline - now)
+            if any(key.fd == rep_r for key, _ in events):
+                data = os.read(rep_r, 1 << 16)
+                report += data
+                if not data:
+                    break
+            if out_open and any(key.fd == out_r for key, _ in events):
+                data = os.read(out_r, 1 << 16)
+                take_output(data)
+                if not data or dropped > _OUTPUT_DRAIN_FACTOR * cap:
+                    sel.unregister(out_r)  # closed now: a writer still going gets EPIPE
+                    os.close(out_r)
+                    out_open = False
+    os.close(rep_r)
+    if out_open:
+        # Everything the processes printed before the last verdict is already in the pipe (both
+        # flush before replying/reporting): take it without waiting for them to exit.
+        os.set_blocking(out_r, False)
+        try:
+            while len(output) < cap and (data := os.read(out_r, 1 << 16)):
+                take_output(data)
+        except BlockingIOError:
+            pass
+        os.close(out_r)
+    # The candidate dies with the test process (PDEATHSIG, set before the test process can
+    # proceed). When the run did not end cleanly, also kill every process of both uids.
+    done = any(m.get("done") for m in messages_in(bytes(report)))
+    tester.kill(list(uids) if root and (timed_out or not done) else None)
+    # The exit status only matters when the report is incomplete (a CPU-limit kill reads as
+    # "timeout"); otherwise the zygote reaps the test process in the background.
+    tests_rc = tester.wait(10.0) if timed_out or not done else 0
+    return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
 
 
 def _first_failure(plan: TestPlan, cases: dict[int, dict]) -> tuple[str | None, str | None]:
@@ -292,7 +304,8 @@ def _verdict(plan: TestPlan, seen: _Observed) -> tuple[Outcome, int, str | None,
     passed = sum(1 for i, step in enumerate(plan.steps)
                  if step.is_case and cases.get(i, {}).get("passed") is True)
     failed_test, error_type = _first_failure(plan, cases)
-    cpu_killed = seen.candidate_rc == EXIT_CPU_LIMIT or seen.tests_rc in (-signal.SIGXCPU,)
+    cpu_killed = (seen.tests_rc == -signal.SIGXCPU
+                  or any(m.get("candidate_exit") == "cpu_limit" for m in messages))
     if seen.timed_out or cpu_killed:
         return "timeout", passed, failed_test, None
     done = any(m.get("done") for m in messages)

@@ -1,7 +1,8 @@
 """The trusted side of the sandbox: runs the test script and decides each test case.
 
-Started by megatron_rrtf.eval.sandbox as `python -I -S -c <boot> <config json>`, reading the
-tests on stdin. The candidate program never runs here. Every name the program defines becomes a
+Forked by the sandbox's zygote, reading {"program", "tests"} as one frame on stdin. While still
+privileged it forks the candidate process (candidate_process.launch), then confines itself. The
+candidate program never runs here. Every name the program defines becomes a
 stand-in: calling it sends the (plain-data) arguments to the candidate process and rebuilds the
 plain-data result here, so `==`, `assert` and every other operation of the test runs on built-in
 objects, in this process, with this process's builtins. The verdict of each case is written to a
@@ -16,9 +17,11 @@ import builtins
 import importlib
 import os
 import sys
+import time
 from typing import Any
 
 from megatron_rrtf.eval import confinement
+from megatron_rrtf.eval.candidate_process import describe_exit, launch
 from megatron_rrtf.eval.test_cases import TestPlan, split_tests
 from megatron_rrtf.eval.wire import (
     WireError,
@@ -48,9 +51,15 @@ class ProtocolError(Exception):
     """The candidate process sent something that is not a well-formed reply."""
 
 
+CONTROL_FLOW_EXCEPTIONS = frozenset({"StopIteration", "StopAsyncIteration", "GeneratorExit"})
+"""Never re-raised as themselves: a StopIteration from the candidate would end the test's own
+`map`/`zip` iteration early and let `assert list(map(f, xs)) == []` pass."""
+
+
 def _rebuild_exception(type_name: str, message: str) -> BaseException:
     cls = getattr(builtins, type_name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if (isinstance(cls, type) and issubclass(cls, Exception)
+            and type_name not in CONTROL_FLOW_EXCEPTIONS):
         try:
             return cls(message)
         except Exception:  # e.g. UnicodeDecodeError needs five arguments
@@ -179,34 +188,52 @@ def run_tests(plan: TestPlan, entry_point: str | None, channel: Channel, report)
             report({"case": index, "passed": True, "error_type": None})
 
 
+def _candidate_fate(pid: int, cpu_limit: float, wait_s: float) -> str | None:
+    """How the candidate ended ("cpu_limit", "signal N", "exit N"), if it did within wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return describe_exit(status, usage.ru_utime + usage.ru_stime, cpu_limit)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.005)
+
+
 def main(config: dict) -> None:
-    """Read the tests, confine this process, run, report; exit 0 unless the harness broke."""
-    tests = sys.stdin.buffer.read().decode("utf-8")
+    """Read program and tests, fork the candidate, confine this process, run the tests, report;
+    exit 0 unless the harness broke. The candidate dies with this process (PDEATHSIG)."""
+    job = read_message(0)
     devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    os.dup2(devnull, 0)  # the candidate inherits a closed stdin
     os.close(devnull)
     limits, root = config["limits"], config["root"]
-    if root:  # no network; a read-only view in which the standard library stays importable
-        confinement.unshare(confinement.CLONE_NEWNET | confinement.CLONE_NEWNS)
-        confinement.private_filesystem(tmp_bytes=None, owner=(0, 0), hidden=[],
-                                       reachable=config["reachable"])
+    report_fd = config["report_fd"]
+    candidate_config = {**config, "uid": config["candidate_uid"], "gid": config["candidate_uid"],
+                        "nproc": limits["max_processes"]}
+    if not root:  # RLIMIT_NPROC counts every task of the real uid, not just ours
+        candidate_config["nproc"] += confinement.count_user_tasks(os.getuid())
+    pid, req_fd, resp_fd = launch(job["program"], candidate_config)
     confinement.set_resource_limits(
         cpu_s=limits["cpu_s"], memory_bytes=limits["memory_bytes"],
         file_size_bytes=1 << 20, max_processes=limits["max_processes"] if root else None)
     if root:
-        confinement.drop_privileges(config["uid"], config["gid"])
+        confinement.drop_privileges(config["uid"], config["uid"])
     confinement.not_dumpable()
     confinement.die_with_parent()
     confinement.no_new_privileges()
     os.chdir("/")
-    report_fd = config["report_fd"]
-    plan = split_tests(tests, config["entry_point"])
-    channel = Channel(config["req_fd"], config["resp_fd"])
+    plan = split_tests(job["tests"], config["entry_point"])
+    channel = Channel(req_fd, resp_fd)
     try:
         run_tests(plan, config["entry_point"], channel, lambda m: write_message(report_fd, m))
     except (CandidateExited, ProtocolError) as exc:
         write_message(report_fd, {"load_error": type(exc).__name__})
     os.close(channel.req_fd)
+    if channel.dead:  # it vanished mid-run: was it the CPU limit?
+        fate = _candidate_fate(pid, float(limits["cpu_s"]), 3.0)
+        write_message(report_fd, {"candidate_exit": fate})
+    sys.stdout.flush()  # before "done": the parent stops reading output when the report ends
+    sys.stderr.flush()
     write_message(report_fd, {"done": True})
-    sys.stdout.flush()
     os._exit(0)

@@ -202,15 +202,23 @@ def generate_demo_problems(n_train: int, n_heldout: int, seed: int = 0
 
 
 # ---- teacher responses -------------------------------------------------------------------
-def passes(code: str, tests: str) -> bool:
-    """Does our own generated code pass its tests (in-process; never for model output)?"""
+def run_own_code(code: str, tests: str) -> str:
+    """'passed', 'failed' (an assert failed) or 'error' (anything raised) for our own generated
+    code, in-process; never for model output (that goes through the sandbox)."""
     ns: dict = {}
     try:
         exec(compile(code, "<demo>", "exec"), ns)
         exec(tests, ns)
-    except Exception:  # noqa: BLE001 - any failure of our own code means "does not pass"
-        return False
-    return True
+    except AssertionError:
+        return "failed"
+    except Exception:  # noqa: BLE001 - any other exception of our own code is an "error"
+        return "error"
+    return "passed"
+
+
+def passes(code: str, tests: str) -> bool:
+    """Does our own generated code pass its tests?"""
+    return run_own_code(code, tests) == "passed"
 
 
 def _candidates(kind: str, code: str, arg: str) -> list[str]:
@@ -233,8 +241,9 @@ def _candidates(kind: str, code: str, arg: str) -> list[str]:
 
 
 def buggy_solution(dp: DemoProblem, kind: str) -> str | None:
-    """A plausible wrong version of dp's solution of the given kind that fails its tests (or
-    fails to compile for syntax_error); None when no candidate of that kind does."""
+    """A plausible wrong version of dp's solution of the given kind that behaves as labelled:
+    syntax_error does not compile, runtime_error raises, off_by_one / wrong_constant fail an
+    assert without raising. None when no candidate of that kind does."""
     arg = dp.solution.split("(", 1)[1].split(")", 1)[0]
     for cand in _candidates(kind, dp.solution, arg):
         if cand == dp.solution:
@@ -245,7 +254,9 @@ def buggy_solution(dp: DemoProblem, kind: str) -> str | None:
             except SyntaxError:
                 return cand
             continue
-        if not passes(cand, dp.problem.tests):
+        # runtime_error must raise; a wrong-answer bug must fail by assertion, not raise
+        if run_own_code(cand, dp.problem.tests) == ("error" if kind == "runtime_error"
+                                                    else "failed"):
             return cand
     return None
 
