@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from megatron_rrtf.errors import MrrtfError
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         quiet_third_party()
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 speaks for the job
+        logging.getLogger().setLevel(logging.WARNING)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -264,3 +264,18 @@ def test_init_from_loads_weights_only_into_a_fresh_run(tiny_data_config, tmp_pat
     load_model(reference.model, resolve_step_dir(tmp_path / "a"))
     for p, q in zip(trainer.state.model[0].parameters(), reference.model[0].parameters()):
         assert torch.equal(p, q)
+
+
+def test_data_parallel_2_matches_one_process_with_the_same_global_batch(tiny_data_config,
+                                                                         tmp_path):
+    """DP=2 x micro 2 and DP=1 x micro 2 x accumulation 2 see the same 4 samples per step and
+    must take the same steps (the loss is summed over the global batch / its tokens)."""
+    common = ("train.train_steps=3", "train.micro_batch_size=2", "train.global_batch_size=4")
+    run_distributed(run_in_process, 2, pretrain_config(tiny_data_config, tmp_path / "dp2",
+                                                       *common))
+    run_pretrain(pretrain_config(tiny_data_config, tmp_path / "dp1", *common))
+    dp2, dp1 = read_metrics(tmp_path / "dp2"), read_metrics(tmp_path / "dp1")
+    for a, b in zip(dp2, dp1):
+        assert abs(a["loss"] - b["loss"]) < 1e-5
+        assert abs(a["grad_norm"] - b["grad_norm"]) < 1e-5
+        assert a["consumed_tokens"] == b["consumed_tokens"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 HELP = "pretrain a model with megatron-core (TP/PP/DP via torchrun), resumable"
 
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         summary = run_pretrain(config)
     finally:
         destroy_parallel()
-    print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
     # 0: done or stopped at train.exit_interval (resume with the same command); 3: stopped by a
     # signal after saving, so a cluster scheduler can tell a pre-emption from a finished run.
     return 3 if summary["status"] == "interrupted" else 0

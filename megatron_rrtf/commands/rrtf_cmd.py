@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train"
@@ -194,5 +195,6 @@ def _train(args: argparse.Namespace) -> int:
         summary = run_rrtf_train(config, args.ranked)
     finally:
         destroy_parallel()
-    print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
     return 3 if summary["status"] == "interrupted" else 0
