@@ -206,11 +206,13 @@ class Trainer:
             _grads_finite(self.state.model)
         grad_norm = None
         if finite:
+            # Advance the schedule first, so step k uses lr(k): the first warm-up step trains
+            # with max_lr / warmup_steps rather than 0.
+            self.state.scheduler.step(increment=1)
             ok, grad_norm, _ = self.state.optimizer.step()
             finite = bool(ok) and (grad_norm is None or math.isfinite(grad_norm))
         self.step += 1
         if finite:
-            self.state.scheduler.step(increment=1)
             self.nonfinite_in_a_row = 0
         else:
             self.nonfinite_in_a_row += 1
