@@ -193,10 +193,13 @@ class Child:
 
     def kill(self, uids: list[int] | None = None) -> None:
         """SIGKILL its process group (and, as root, every process of `uids`)."""
-        if not self._done.is_set():
-            self._client.send({"kill": self.request, "uids": uids or []})
-        elif uids:
-            self._client.send({"kill": -1, "uids": uids})
+        message = {"kill": -1 if self._done.is_set() else self.request, "uids": uids or []}
+        if message["kill"] == -1 and not uids:
+            return
+        try:
+            self._client.send(message)
+        except OSError:  # the zygote is gone, and it killed its children on the way out
+            pass
 
 
 class ZygoteClient:
