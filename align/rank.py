@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_rrtf.errors import DataError
+from megatron_rrtf.jsonl import iter_jsonl
 from megatron_rrtf.rrtf.extract import DEFAULT_STOP_MARKERS, extract_code
 from megatron_rrtf.rrtf.problems import Problem, Response
 from megatron_rrtf.rrtf.ranking import (
@@ -38,22 +39,12 @@ def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
     """Response JSONL files -> {problem_id: [Response, ...]} in file order."""
     out: dict[str, list[Response]] = {}
     for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"responses file {path} does not exist")
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {n}: malformed JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict) or not all(
-                        isinstance(obj.get(k), str) for k in ("problem_id", "text", "source")):
-                    raise DataError(f"{path} line {n}: need string fields problem_id, text, "
-                                    "source")
-                is_teacher_source(obj["source"])  # refuse unknown sources early, with the name
-                out.setdefault(obj["problem_id"], []).append(Response(obj["text"], obj["source"]))
+        for n, obj in iter_jsonl(path, "responses file"):
+            if not isinstance(obj, dict) or not all(
+                    isinstance(obj.get(k), str) for k in ("problem_id", "text", "source")):
+                raise DataError(f"{path} line {n}: need string fields problem_id, text, source")
+            is_teacher_source(obj["source"])  # refuse unknown sources early, with the name
+            out.setdefault(obj["problem_id"], []).append(Response(obj["text"], obj["source"]))
     return out
 
 

@@ -12,7 +12,6 @@ Packing restarts position ids per response; megatron's RoPE ignores position ids
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from megatron.core import parallel_state, tensor_parallel
 
 from megatron_rrtf.config import RunConfig
 from megatron_rrtf.errors import ConfigError, DataError
+from megatron_rrtf.jsonl import read_jsonl
 from megatron_rrtf.rrtf.batch import (
     RankedExample,
     build_rrtf_batch,
@@ -41,18 +41,7 @@ STAT_NAMES = ["loss", "loss/rank", "loss/sft"]
 
 
 def read_ranked(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run `mrrtf rrtf rank` first (it writes the "
-                        "ranked set)")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n} is not valid JSON ({exc})") from exc
-    return records
+    return read_jsonl(path, "ranked set", "run `mrrtf rrtf rank` first (it writes the ranked set)")
 
 
 class RankedBatches:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from megatron_rrtf.errors import DataError
+from megatron_rrtf.jsonl import iter_jsonl
 from megatron_rrtf.rrtf.extract import extract_code
 from megatron_rrtf.rrtf.problems import Problem
 
@@ -107,22 +108,12 @@ def requests_to_jsonl(path: str | Path, requests: Sequence[EvolRequest]) -> None
 
 def load_teacher_outputs(path: str | Path) -> dict[str, str]:
     """{"id": request id, "output": text} per line -> {id: output}."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"teacher outputs file {path} does not exist")
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {n}: malformed JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
-                    or not isinstance(obj.get("output"), str):
-                raise DataError(f"{path} line {n}: need {{\"id\": str, \"output\": str}}")
-            out[obj["id"]] = obj["output"]
+    for n, obj in iter_jsonl(path, "teacher outputs file"):
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
+                or not isinstance(obj.get("output"), str):
+            raise DataError(f"{path} line {n}: need {{\"id\": str, \"output\": str}}")
+        out[obj["id"]] = obj["output"]
     return out
 
 

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from megatron_rrtf.errors import DataError
+from megatron_rrtf.jsonl import read_jsonl
 
 
 def read_run_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: pass a run directory written by mrrtf pretrain")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n} is not valid JSON ({exc})") from exc
-    return records
+    return read_jsonl(Path(run_dir) / "metrics.jsonl", "metrics file",
+                      "pass a run directory written by mrrtf pretrain")
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
