@@ -34,44 +34,36 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
     if len(set(names)) < len(names):  # same leaf name: label by the full path instead
         names = [str(d) for d in run_dirs]
     runs = {name: read_run_metrics(d) for name, d in zip(names, run_dirs)}
-    written = []
 
     train_keys = sorted({k for recs in runs.values() for r in recs if r.get("kind") == "train"
                          for k, v in r.items()
                          if (k == "loss" or k.startswith("loss/")) and v is not None})
-    fig, axes = plt.subplots(1, len(train_keys), figsize=(4.5 * len(train_keys), 3.6),
-                             squeeze=False)
-    for ax, key in zip(axes[0], train_keys):
+    written = [_panels(plt, runs, "train", train_keys, out / "train_loss.png", "tokens",
+                       lambda key: key)]
+    eval_keys = sorted({k for recs in runs.values() for r in recs if r.get("kind") == "eval"
+                        for k in r if k.startswith("eval/")})
+    if eval_keys:
+        written.append(_panels(
+            plt, runs, "eval", eval_keys, out / "eval_loss.png", "step",
+            lambda key: key.removeprefix("eval/").removesuffix("/loss") + " held-out loss"))
+    return written
+
+
+def _panels(plt, runs: dict[str, list[dict]], kind: str, keys: list[str], path: Path,
+            xlabel: str, title) -> Path:
+    """One panel per metric key, one line per run."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
         for name, recs in runs.items():
-            xs, ys = _series(recs, "train", key)
+            xs, ys = _series(recs, kind, key)
             if xs:
-                ax.plot(xs, ys, label=name, linewidth=1)
-        ax.set_title(key)
-        ax.set_xlabel("tokens")
+                ax.plot(xs, ys, label=name, linewidth=1, marker="o" if kind == "eval" else None)
+        ax.set_title(title(key))
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    written.append(out / "train_loss.png")
-    fig.savefig(written[-1], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-
-    eval_keys = sorted({k for recs in runs.values() for r in recs if r.get("kind") == "eval"
-                        for k in r if k.startswith("eval/")})
-    if eval_keys:
-        fig, axes = plt.subplots(1, len(eval_keys), figsize=(4.5 * len(eval_keys), 3.6),
-                                 squeeze=False)
-        for ax, key in zip(axes[0], eval_keys):
-            for name, recs in runs.items():
-                xs, ys = _series(recs, "eval", key)
-                if xs:
-                    ax.plot(xs, ys, marker="o", label=name, linewidth=1)
-            ax.set_title(key.removeprefix("eval/").removesuffix("/loss") + " held-out loss")
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "eval_loss.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    return written
+    return path
