@@ -99,6 +99,7 @@ def bench_generation() -> None:
 
     from megatron_rrtf.eval.generate import SamplingConfig, generate
 
+    torch.set_num_threads(1)  # a tiny model on a shared CPU: threads only wait for each other
     problems = list(load_problems().values())
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

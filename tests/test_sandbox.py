@@ -115,6 +115,20 @@ def test_run_many_keeps_job_order():
     assert outcomes == ["failed", "passed", "failed", "passed", "failed", "passed"]
 
 
+def test_a_dead_fork_server_is_replaced_on_the_next_run():
+    from megatron_rrtf.eval import sandbox
+
+    assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
+    old = sandbox._zygote()
+    os.kill(old._proc.pid, 9)
+    old._proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while old.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
+    assert sandbox._zygote() is not old
+
+
 # ---------------------------------------------------------------- forged verdicts
 
 

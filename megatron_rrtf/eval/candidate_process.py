@@ -12,6 +12,7 @@ Standard library only.
 from __future__ import annotations
 
 import builtins
+import fcntl
 import os
 import signal
 import sys
@@ -147,9 +148,10 @@ def launch(program: str, config: dict) -> tuple[int, int, int]:
         os.close(resp_w)
         return pid, req_w, resp_r
     try:
-        os.dup2(req_r, 3)
-        os.dup2(resp_w, 4)
-        os.closerange(5, 1 << 16)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (req_r, resp_w)]
+        os.dup2(high[0], 3)
+        os.dup2(high[1], 4)
+        os.closerange(5, 1 << 16)  # the report pipe and the test side's pipe ends included
         notes += _confine(config, private)
     except OSError as exc:  # never run the candidate half-confined
         print(f"sandbox set-up failed: {exc}", file=sys.stderr)

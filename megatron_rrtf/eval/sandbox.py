@@ -11,6 +11,9 @@ Design (docs/sandbox.md has the threat model):
 - the test process reports each case's verdict on a pipe the candidate does not hold; the parent
   (this module) combines that report with what it observed itself (compile errors, wall-clock
   timeout, CPU-limit kills) into an ExecutionResult.
+Processes: a fork server (zygote.py) forks one test process per program; while still privileged
+the test process forks the candidate process (pid 1 of a new pid namespace), then both drop to
+their own uids.
 """
 
 from __future__ import annotations
@@ -268,10 +271,12 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
         except BlockingIOError:
             pass
         os.close(out_r)
-    tester.kill(list(uids) if timed_out and root else None)  # the candidate dies with it
-    # The test process's exit status only matters when its report is incomplete (a CPU-limit
-    # kill reads as "timeout"); otherwise the zygote reaps it in the background.
+    # The candidate dies with the test process (PDEATHSIG, set before the test process can
+    # proceed). When the run did not end cleanly, also kill every process of both uids.
     done = any(m.get("done") for m in messages_in(bytes(report)))
+    tester.kill(list(uids) if root and (timed_out or not done) else None)
+    # The exit status only matters when the report is incomplete (a CPU-limit kill reads as
+    # "timeout"); otherwise the zygote reaps the test process in the background.
     tests_rc = tester.wait(10.0) if timed_out or not done else 0
     return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
 

@@ -67,6 +67,11 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # clear of every target
         for fd, target in zip(moved, targets):
             os.dup2(fd, target, inheritable=True)
+        for fd in set(range(max(targets) + 1)) - set(targets):  # e.g. a received original
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         os.closerange(max(targets) + 1, 1 << 16)
         if role != "run":
             raise ValueError(f"unknown sandbox role {role!r}")
@@ -188,10 +193,13 @@ class Child:
 
     def kill(self, uids: list[int] | None = None) -> None:
         """SIGKILL its process group (and, as root, every process of `uids`)."""
-        if not self._done.is_set():
-            self._client.send({"kill": self.request, "uids": uids or []})
-        elif uids:
-            self._client.send({"kill": -1, "uids": uids})
+        message = {"kill": -1 if self._done.is_set() else self.request, "uids": uids or []}
+        if message["kill"] == -1 and not uids:
+            return
+        try:
+            self._client.send(message)
+        except OSError:  # the zygote is gone, and it killed its children on the way out
+            pass
 
 
 class ZygoteClient:
