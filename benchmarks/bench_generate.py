@@ -5,6 +5,7 @@ Prompts: the first N HumanEval prompts, cut to the model's context minus the new
 Both ways run in the same process, alternating, median of the rounds.
 
     python benchmarks/bench_generate.py --model RUN/checkpoints/step_X/hf  [--prompts 32]
+                                        [--threads 1]
     (an HF dir from `mrrtf export` / `mrrtf eval`; without --model a randomly initialised
     GPTBigCode of configs/tiny.yaml's shape is used)
 """
@@ -31,7 +32,7 @@ def random_tiny_model():
     torch.manual_seed(0)
     config = GPTBigCodeConfig(vocab_size=8000, n_positions=256, n_embd=128, n_layer=2, n_head=4,
                               multi_query=True, eos_token_id=0, bos_token_id=0)
-    return GPTBigCodeForCausalLM(config).eval(), None
+    return GPTBigCodeForCausalLM(config).eval()
 
 
 def main() -> None:
@@ -41,16 +42,23 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer = None
     if args.model:
         model, tokenizer = load_model(args.model)
-        encode = (lambda text: tokenizer.encode(text, add_special_tokens=False))
-        pad = tokenizer.eos_token_id
     else:
-        model, _ = random_tiny_model()
-        encode = (lambda text: [(ord(c) % 7900) + 100 for c in text])
-        pad = 0
+        model = random_tiny_model()
+
+    def encode(text: str) -> list[int]:
+        if tokenizer is not None:
+            return tokenizer.encode(text, add_special_tokens=False)
+        return [(ord(c) % 7900) + 100 for c in text]  # any ids will do for a random model
+
+    pad = tokenizer.eos_token_id if tokenizer is not None else 0
     budget = model.config.n_positions - args.new_tokens
     problems = list(load_problems().values())[: args.prompts]
     prompts = [encode(p["prompt"])[-budget:] for p in problems]

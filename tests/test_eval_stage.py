@@ -70,7 +70,7 @@ def test_perplexity_equals_the_training_loops_heldout_loss_on_the_same_samples(t
 def test_eval_cli_writes_results_json_with_every_field(trained_run):
     code = main(["eval", str(trained_run), "--limit", "2", "--samples", "2", "--ks", "1,2",
                  "--max-new-tokens", "8", "--infill-tasks", "2", "--workers", "2",
-                 "--temperature", "0.7", "--seed", "5"])
+                 "--temperature", "0.7", "--seed", "5", "--threads", "1"])
     assert code == 0
     results = json.loads((trained_run / "eval" / "results.json").read_text())
     assert {"checkpoint", "step_dir", "hf_dir", "step", "consumed_tokens", "config", "options",

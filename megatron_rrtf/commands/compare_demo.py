@@ -51,8 +51,10 @@ def demo_eval_options(limit: int, samples: int, max_new_tokens: int, infill_task
                       workers: int | None = None):
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
+    # one torch thread: ~10x the generation speed of the default for this tiny model on a
+    # shared 2-core CPU (benchmarks/bench_generate.py)
     return EvalOptions(limit=limit, num_samples=samples, max_new_tokens=max_new_tokens,
-                       infill_tasks=infill_tasks, workers=workers)
+                       infill_tasks=infill_tasks, workers=workers, threads=1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

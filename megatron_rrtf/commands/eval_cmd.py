@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest for tiny models on a shared CPU)")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                           infill_tasks=args.infill_tasks or None,
                           infill_formats=_csv(args.infill_formats), ppl_samples=args.ppl_samples,
                           timeout_s=args.timeout, workers=args.workers, seed=args.seed,
-                          device=args.device)
+                          device=args.device, threads=args.threads)
     resolve_checkpoint(args.checkpoint)  # a bad path fails here, before any work
     out = args.out or default_results_path(args.checkpoint)
     results = evaluate_checkpoint(args.checkpoint, options)
