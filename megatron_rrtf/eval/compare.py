@@ -128,13 +128,18 @@ def _plots(runs: list[dict], out: Path) -> list[Path]:
 
     def bars(path: str, title: str, groups: list[str], series: dict[str, list[float | None]],
              ylabel: str) -> None:
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) * max(len(series), 1) / 2),
-                                        3.6))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups)
+                                            + 0.15 * len(groups) * len(series)), 3.8))
         width = 0.8 / max(len(series), 1)
         x = np.arange(len(groups))
+        top = 0.0
         for i, (label, values) in enumerate(series.items()):
-            ax.bar(x + i * width, [v if v is not None else 0.0 for v in values], width,
-                   label=label)
+            bars_ = ax.bar(x + i * width, [v if v is not None else 0.0 for v in values], width,
+                           label=label)
+            ax.bar_label(bars_, labels=["" if v is None else f"{v:.2f}" for v in values],
+                         fontsize=6)
+            top = max([top] + [v for v in values if v is not None])
+        ax.set_ylim(0, max(top * 1.15, 0.05))
         ax.set_xticks(x + width * (len(series) - 1) / 2, groups, fontsize=8)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
@@ -154,7 +159,7 @@ def _plots(runs: list[dict], out: Path) -> list[Path]:
              {run["name"]: [_pass(run["results"], "perplexity", d, "bits_per_byte")
                             for d in domains] for run in evaluated}, "bits/byte")
     if evaluated:
-        groups = [f"{f}\n{k}" for f in INFILL_FORMATS for k in INFILL_KINDS]
+        groups = [f"{f}\n{k.split('_')[0]}" for f in INFILL_FORMATS for k in INFILL_KINDS]
         bars("infill_pass1.png", "infilling pass@1 (greedy)", groups,
              {run["name"]: [_pass(run["results"], "infill", f, k, "pass@1")
                             for f in INFILL_FORMATS for k in INFILL_KINDS]
