@@ -48,13 +48,13 @@ completions generated and executed), not which objective infills better; that ne
 
 
 def demo_eval_options(limit: int, samples: int, max_new_tokens: int, infill_tasks: int,
-                      workers: int | None = None):
+                      workers: int | None = None, threads: int | None = 1):
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
     # one torch thread: ~10x the generation speed of the default for this tiny model on a
     # shared 2-core CPU (benchmarks/bench_generate.py)
     return EvalOptions(limit=limit, num_samples=samples, max_new_tokens=max_new_tokens,
-                       infill_tasks=infill_tasks, workers=workers, threads=1)
+                       infill_tasks=infill_tasks, workers=workers, threads=threads)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=["all", "train"], default="all",
                    help="train: stop after pretraining")
     p.add_argument("--workers", type=int, default=None, help="parallel sandboxes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for training and evaluation (1: fastest for this "
+                        "tiny model on a shared 2-core CPU)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
 
 
@@ -129,7 +132,10 @@ def evaluate_run(run_dir: Path, options) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     t_start = time.time()
+    torch.set_num_threads(args.threads)  # tiny matrices: more threads mostly wait on each other
     out = Path(args.out)
     run_dirs = train_runs(out, args.steps, list(args.overrides))
     if args.stage == "train":
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from megatron_rrtf.eval.compare import write_report
 
     options = demo_eval_options(args.limit, args.samples, args.max_new_tokens,
-                                args.infill_tasks, args.workers)
+                                args.infill_tasks, args.workers, args.threads)
     for i, (name, run_dir) in enumerate(run_dirs.items(), 1):
         t0 = time.time()
         print(f"[eval {i}/{len(run_dirs)}] {name}", flush=True)
