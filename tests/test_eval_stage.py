@@ -214,3 +214,28 @@ def test_bad_paths_give_one_line_errors(tmp_path, capsys):
     assert "choose from" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_compare_demo_reuses_results_of_the_latest_step_with_the_same_options(tmp_path,
+                                                                              monkeypatch):
+    import dataclasses
+
+    from megatron_rrtf.commands import compare_demo
+    from megatron_rrtf.eval import checkpoint_eval
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000001" / "model").mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text("step_00000001")
+    options = compare_demo.demo_eval_options(2, 2, 8, 2)
+    old = {"step_dir": str((run / "checkpoints" / "step_00000001").resolve()),
+           "options": json.loads(json.dumps(dataclasses.asdict(options))), "summary": {}}
+    (run / "eval").mkdir()
+    (run / "eval" / "results.json").write_text(json.dumps(old))
+    calls = []
+    monkeypatch.setattr(checkpoint_eval, "evaluate_checkpoint",
+                        lambda path, opts: calls.append(opts) or {"summary": {"new": 1}})
+    assert compare_demo.evaluate_run(run, options) == old
+    assert calls == []
+    changed = dataclasses.replace(options, max_new_tokens=9)
+    assert compare_demo.evaluate_run(run, changed) == {"summary": {"new": 1}}
+    assert calls == [changed]
