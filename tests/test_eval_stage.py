@@ -26,6 +26,17 @@ pytestmark = pytest.mark.xdist_group("eval_stage")
 MICRO, EVAL_BATCHES = 2, 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared CPU: more threads only wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tiny_data_config, tmp_path_factory) -> Path:
     from pretrain.run import run_pretrain
@@ -91,6 +102,31 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
             assert tasks["infill"][fmt][kind]["num_tasks"] == 2
             assert 0.0 <= tasks["infill"][fmt][kind]["pass@1"] <= 1.0
     assert "infill/fim_spm/random_span/pass@1" in results["summary"]
+
+
+def test_eval_of_an_hf_dir_uses_our_step_dir_behind_it_or_skips_perplexity(trained_run,
+                                                                           tmp_path):
+    import shutil
+
+    hf_dir = next((trained_run / "checkpoints").glob("step_*")) / "hf"
+    if not hf_dir.is_dir():
+        from megatron_rrtf.convert.export import export_checkpoint
+
+        export_checkpoint(trained_run, hf_dir)
+    ours = tmp_path / "ours.json"
+    assert main(["eval", str(hf_dir), "--tasks", "perplexity", "--ppl-samples", "2",
+                 "--out", str(ours)]) == 0
+    assert json.loads(ours.read_text())["tasks"]["perplexity"]["nl"]["num_samples"] == 2
+    foreign = tmp_path / "foreign"
+    shutil.copytree(hf_dir, foreign)
+    (foreign / "mrrtf_export.json").unlink()
+    assert main(["eval", str(foreign), "--tasks", "perplexity,infill", "--limit", "1",
+                 "--infill-tasks", "1", "--infill-formats", "span", "--max-new-tokens", "4",
+                 "--threads", "1"]) == 0
+    results = json.loads((foreign / "eval" / "results.json").read_text())
+    assert results["step"] is None and results["config"] is None
+    assert "skipped" in results["tasks"]["perplexity"]
+    assert set(results["tasks"]["infill"]) == {"num_tasks", "span"}
 
 
 def test_generate_ids_batched_equals_one_prompt_at_a_time(trained_run):
