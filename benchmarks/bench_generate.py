@@ -4,7 +4,7 @@ the tokens/s of one prompt at a time, on an exported tiny model on CPU, with the
 Prompts: the first N HumanEval prompts, cut to the model's context minus the new tokens, greedy.
 Both ways run in the same process, alternating, median of the rounds.
 
-    python benchmarks/bench_generate.py --model RUN/checkpoints/step_X/hf  [--prompts 32]
+    python benchmarks/bench_generate.py --model RUN/eval/hf_step_X  [--prompts 32]
                                         [--threads 1]
     (an HF dir from `mrrtf export` / `mrrtf eval`; without --model a randomly initialised
     GPTBigCode of configs/tiny.yaml's shape is used)

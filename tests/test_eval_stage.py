@@ -87,7 +87,7 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
     assert {"checkpoint", "step_dir", "hf_dir", "step", "consumed_tokens", "config", "options",
             "started_at", "wall_time_s", "task_wall_time_s", "summary", "tasks"} <= set(results)
     assert results["step"] == 4 and results["config"]["model"]["hidden_size"] == 64
-    assert Path(results["hf_dir"]) == Path(results["step_dir"]) / "hf"
+    assert Path(results["hf_dir"]) == (trained_run / "eval" / "hf_step_00000004").resolve()
     options = results["options"]
     assert (options["temperature"], options["top_p"], options["seed"],
             options["num_samples"], options["limit"]) == (0.7, 0.95, 5, 2, 2)
@@ -104,15 +104,18 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
     assert "infill/fim_spm/random_span/pass@1" in results["summary"]
 
 
+def _exported(run_dir: Path) -> Path:
+    from megatron_rrtf.checkpoint.manager import resolve_step_dir
+    from megatron_rrtf.eval.checkpoint_eval import export_cached
+
+    return export_cached(resolve_step_dir(run_dir))
+
+
 def test_eval_of_an_hf_dir_uses_our_step_dir_behind_it_or_skips_perplexity(trained_run,
                                                                            tmp_path):
     import shutil
 
-    hf_dir = next((trained_run / "checkpoints").glob("step_*")) / "hf"
-    if not hf_dir.is_dir():
-        from megatron_rrtf.convert.export import export_checkpoint
-
-        export_checkpoint(trained_run, hf_dir)
+    hf_dir = _exported(trained_run)
     ours = tmp_path / "ours.json"
     assert main(["eval", str(hf_dir), "--tasks", "perplexity", "--ppl-samples", "2",
                  "--out", str(ours)]) == 0
@@ -132,11 +135,7 @@ def test_eval_of_an_hf_dir_uses_our_step_dir_behind_it_or_skips_perplexity(train
 def test_generate_ids_batched_equals_one_prompt_at_a_time(trained_run):
     from megatron_rrtf.eval.generate import SamplingConfig, generate_ids, load_model
 
-    hf_dir = next((trained_run / "checkpoints").glob("step_*")) / "hf"
-    if not hf_dir.is_dir():
-        from megatron_rrtf.convert.export import export_checkpoint
-
-        export_checkpoint(trained_run, hf_dir)
+    hf_dir = _exported(trained_run)
     model, tokenizer = load_model(hf_dir)
     prompts = [tokenizer.encode(t, add_special_tokens=False)
                for t in ("def f(x):\n    return", "import os\n", "class A:\n    def __init__(")]

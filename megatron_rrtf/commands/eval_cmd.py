@@ -10,8 +10,8 @@ HELP = "evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infill
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="run dir, step dir (exported to STEP/hf once) or HF model "
-                                      "dir")
+    p.add_argument("checkpoint", help="run dir, step dir (exported once to "
+                                      "RUN/eval/hf_step_X) or HF model dir")
     p.add_argument("--tasks", default="perplexity,humaneval,infill",
                    help="comma-separated subset of perplexity,humaneval,infill")
     p.add_argument("--out", default=None, help="results JSON (default: RUN/eval/results.json, "

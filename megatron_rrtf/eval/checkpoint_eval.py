@@ -1,8 +1,10 @@
 """`evaluate_checkpoint`: every evaluation of one checkpoint into one results dict.
 
 The checkpoint is our run dir / step dir, or a Hugging Face model dir. Ours is exported once to
-STEP/hf/ (reused while STEP/hf/mrrtf_export.json names that step; written to STEP/hf.tmp and
-renamed, so an interrupted export is never taken for a finished one). Tasks:
+RUN/eval/hf_step_XXXXXXXX/ (`export_dir`; for a step dir outside a run's checkpoints/, its
+parent's eval/), reused while the step's meta.json is unchanged; written to a `.tmp` dir and
+renamed, so an interrupted export is never taken for a finished one. Not inside the step dir: a
+run resumed at its last step saves that step again, replacing the directory. Tasks:
 
 - `perplexity`: held-out loss / perplexity / bits-per-byte per domain with our megatron model
   (`eval.perplexity`; needs the run's config and data, so an HF dir works only if it is our
@@ -97,25 +99,39 @@ def _step_meta(step_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def eval_dir(step_dir: Path) -> Path:
+    """RUN/eval for RUN/checkpoints/step_X; STEP/../eval for a step dir elsewhere."""
+    parent = step_dir.parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
+
+
+def export_dir(step_dir: Path) -> Path:
+    """Where the HF export of `step_dir` is cached."""
+    return eval_dir(step_dir) / f"hf_{step_dir.name}"
+
+
 def export_cached(step_dir: Path) -> Path:
-    """STEP/hf, exported now unless an export of this very step is already there."""
+    """The HF export of `step_dir`, made now unless the cached one is of this very save."""
     from megatron_rrtf.convert.export import export_checkpoint
 
-    hf_dir = step_dir / "hf"
-    marker = hf_dir / "mrrtf_export.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("checkpoint") == \
-            str(step_dir.resolve()):
+    hf_dir = export_dir(step_dir)
+    source = {"step_dir": str(step_dir.resolve()),
+              "meta_mtime_ns": (step_dir / "meta.json").stat().st_mtime_ns
+              if (step_dir / "meta.json").is_file() else None}
+    marker = hf_dir / "mrrtf_eval_source.json"
+    if marker.is_file() and json.loads(marker.read_text()) == source:
         return hf_dir
-    tmp = step_dir / "hf.tmp"
+    tmp = hf_dir.with_name(hf_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     export_checkpoint(step_dir, tmp)
+    (tmp / "mrrtf_eval_source.json").write_text(json.dumps(source) + "\n")
     shutil.rmtree(hf_dir, ignore_errors=True)
     tmp.rename(hf_dir)
     return hf_dir
 
 
 def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
-    """Our run/step dir (exported to STEP/hf if needed) or an HF model dir."""
+    """Our run/step dir (exported to `export_dir` if needed) or an HF model dir."""
     from megatron_rrtf.checkpoint.manager import resolve_step_dir
 
     path = Path(path)
@@ -151,9 +167,7 @@ def default_results_path(path: str | Path) -> Path:
         return path / "eval" / "results.json"
     from megatron_rrtf.checkpoint.manager import resolve_step_dir
 
-    step_dir = resolve_step_dir(path)
-    run_dir = step_dir.parent.parent if step_dir.parent.name == "checkpoints" else step_dir
-    return run_dir / "eval" / "results.json"
+    return eval_dir(resolve_step_dir(path)) / "results.json"
 
 
 def _prompt_budget(model, options: EvalOptions) -> int | None:
