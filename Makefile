@@ -1,12 +1,13 @@
-# Two entry points, each doing its own set-up on a fresh machine:
+# Entry points, each doing its own set-up on a fresh machine:
 #   make demo   tiny end-to-end run on the built-in corpus (CPU)
 #   make test   the test suite
+#   make compare-demo   4 tiny runs differing only in objective mixture, evaluated and compared
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo compare-demo test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,8 +26,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mrrtf demo --out demo_out
 
+compare-demo: $(STAMP)
+	$(BIN)/mrrtf compare-demo --out compare_out
+
 lint: $(STAMP)
 	$(BIN)/ruff check megatron_rrtf pretrain align tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out compare_out

@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "import": "megatron_rrtf.commands.import_cmd",
     "plot": "megatron_rrtf.commands.plot",
     "demo": "megatron_rrtf.commands.demo",
+    "eval": "megatron_rrtf.commands.eval_cmd",
+    "compare": "megatron_rrtf.commands.compare",
+    "compare-demo": "megatron_rrtf.commands.compare_demo",
 }
 
 

@@ -133,3 +133,71 @@ def generate(prompts: Sequence[str], model: Any, tokenizer: Any, config: Samplin
         if bar is not None:
             bar.close()
     return completions
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's position table holds (None: no fixed limit)."""
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    return None
+
+
+@torch.no_grad()
+def generate_ids(prompts: Sequence[Sequence[int]], model: Any, pad_id: int,
+                 config: SamplingConfig, tokenizer: Any = None, progress: bool = False,
+                 desc: str = "generate") -> list[list[list[int]]]:
+    """Like `generate`, for prompts that are already token ids (infill prompts hold special
+    tokens that text would not encode): `config.num_samples` lists of new ids per prompt, cut
+    before the first stop id. `config.stop` strings need `tokenizer`; the caller cuts the decoded
+    text at them. Prompts must fit the model with `max_new_tokens` (see `max_positions`)."""
+    limit = max_positions(model)
+    too_long = [i for i, p in enumerate(prompts)
+                if limit and len(p) + config.max_new_tokens > limit]
+    if too_long:
+        raise ConfigError(f"prompt {too_long[0]} has {len(prompts[too_long[0]])} tokens; with "
+                          f"max_new_tokens={config.max_new_tokens} it exceeds the model's "
+                          f"{limit} positions: trim the prompt or lower max_new_tokens")
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    stop_ids = {*eos_ids, *config.stop_token_ids}
+    if not stop_ids:
+        raise ConfigError("generate_ids: no stop ids (the model has no eos and none were given)")
+    rows = [i for i in range(len(prompts)) for _ in range(config.num_samples)]
+    out_ids: list[list[list[int]]] = [[] for _ in prompts]
+    torch.manual_seed(config.seed)
+    device = next(model.parameters()).device
+    sampling: dict[str, Any] = ({"do_sample": True, "temperature": config.temperature,
+                                 "top_p": config.top_p}
+                                if config.temperature > 0 else {"do_sample": False})
+    if config.stop:
+        sampling.update(stop_strings=list(config.stop), tokenizer=tokenizer)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), desc=desc, unit="sample")
+    try:
+        for start in range(0, len(rows), config.batch_size):
+            batch_rows = rows[start:start + config.batch_size]
+            width = max(len(prompts[i]) for i in batch_rows)
+            input_ids = torch.full((len(batch_rows), width), pad_id, dtype=torch.long)  # (B, T)
+            attention_mask = torch.zeros_like(input_ids)                                # (B, T)
+            for r, i in enumerate(batch_rows):  # left padding: new tokens start at column T
+                n = len(prompts[i])
+                input_ids[r, width - n:] = torch.tensor(list(prompts[i]), dtype=torch.long)
+                attention_mask[r, width - n:] = 1
+            out = model.generate(input_ids=input_ids.to(device),
+                                 attention_mask=attention_mask.to(device),
+                                 max_new_tokens=config.max_new_tokens, pad_token_id=pad_id,
+                                 eos_token_id=sorted(stop_ids), **sampling)
+            for prompt_index, ids in zip(batch_rows, out[:, width:].tolist()):
+                out_ids[prompt_index].append(cut_at_stop_ids(ids, stop_ids))
+            if bar is not None:
+                bar.update(len(batch_rows))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out_ids

@@ -1,0 +1,354 @@
+"""`evaluate_checkpoint`: every evaluation of one checkpoint into one results dict.
+
+The checkpoint is our run dir / step dir, or a Hugging Face model dir. Ours is exported once to
+RUN/eval/hf_step_XXXXXXXX/ (`export_dir`; for a step dir outside a run's checkpoints/, its
+parent's eval/), reused while the step's meta.json is unchanged; written to a `.tmp` dir and
+renamed, so an interrupted export is never taken for a finished one. Not inside the step dir: a
+run resumed at its last step saves that step again, replacing the directory. Tasks:
+
+- `perplexity`: held-out loss / perplexity / bits-per-byte per domain with our megatron model
+  (`eval.perplexity`; needs the run's config and data, so an HF dir works only if it is our
+  export and its step dir still exists);
+- `humaneval`: greedy pass@1 and sampled pass@k (`num_samples` completions per problem,
+  temperature / top_p) with the exported HF model;
+- `infill`: HumanEval infilling (single-line, multi-line, random-span) in the span-corruption
+  and FIM PSM/SPM prompt formats, greedy pass@1 (`eval.infill_formats`).
+
+Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval) or
+the far ends of prefix and suffix (infilling). The results record the checkpoint, its step and
+config, every option (sampling settings, seed, limits) and the wall time of each task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from megatron_rrtf.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("perplexity", "humaneval", "infill")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to evaluate and how much of it."""
+
+    tasks: tuple[str, ...] = TASKS
+    limit: int | None = None
+    """HumanEval problems (the first N); infilling tasks are built from the same problems."""
+    num_samples: int = 10
+    """Sampled completions per problem for pass@k (0: greedy pass@1 only)."""
+    ks: tuple[int, ...] = (1, 10)
+    """pass@k of the sampled completions; k > num_samples is dropped."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    batch_size: int = 32
+    infill_tasks: int | None = 100
+    """Tasks per mask type (drawn evenly, seeded); None: all of them."""
+    infill_formats: tuple[str, ...] = ("span", "fim_psm", "fim_spm")
+    ppl_samples: int | None = None
+    """Held-out samples per domain (the first N); None: all."""
+    timeout_s: float = 5.0
+    """Sandbox wall-clock limit per program."""
+    workers: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    """torch CPU threads (None: torch's default); 1 is fastest for tiny models on a busy CPU."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise ConfigError(f"--tasks {','.join(self.tasks)}: choose from {','.join(TASKS)}")
+        from megatron_rrtf.eval.infill_formats import INFILL_FORMATS
+
+        bad = sorted(set(self.infill_formats) - set(INFILL_FORMATS))
+        if bad:
+            raise ConfigError(f"infill formats {bad}: choose from {', '.join(INFILL_FORMATS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.num_samples < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("need --samples >= 0, --max-new-tokens >= 1, --batch-size >= 1")
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    hf_dir: Path
+    step_dir: Path | None
+    """Our step dir (None for a foreign HF model)."""
+    step: int | None
+    consumed_tokens: int | None
+    config: dict[str, Any] | None
+    """The run's resolved config (step_dir/config.yaml)."""
+
+
+def _step_meta(step_dir: Path) -> dict[str, Any]:
+    path = step_dir / "meta.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def eval_dir(step_dir: Path) -> Path:
+    """RUN/eval for RUN/checkpoints/step_X; STEP/../eval for a step dir elsewhere."""
+    parent = step_dir.parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
+
+
+def export_dir(step_dir: Path) -> Path:
+    """Where the HF export of `step_dir` is cached."""
+    return eval_dir(step_dir) / f"hf_{step_dir.name}"
+
+
+def export_cached(step_dir: Path) -> Path:
+    """The HF export of `step_dir`, made now unless the cached one is of this very save."""
+    from megatron_rrtf.convert.export import export_checkpoint
+
+    hf_dir = export_dir(step_dir)
+    source = {"step_dir": str(step_dir.resolve()),
+              "meta_mtime_ns": (step_dir / "meta.json").stat().st_mtime_ns
+              if (step_dir / "meta.json").is_file() else None}
+    marker = hf_dir / "mrrtf_eval_source.json"
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        return hf_dir
+    tmp = hf_dir.with_name(hf_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_checkpoint(step_dir, tmp)
+    (tmp / "mrrtf_eval_source.json").write_text(json.dumps(source) + "\n")
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    tmp.rename(hf_dir)
+    return hf_dir
+
+
+def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
+    """Our run/step dir (exported to `export_dir` if needed) or an HF model dir."""
+    from megatron_rrtf.checkpoint.manager import resolve_step_dir
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: pass a run directory, a step directory "
+                              "(RUN/checkpoints/step_XXXXXXXX) or a Hugging Face model directory")
+    if (path / "config.json").is_file():  # an HF dir; maybe our export
+        step_dir = None
+        marker = path / "mrrtf_export.json"
+        if marker.is_file():
+            source = Path(json.loads(marker.read_text()).get("checkpoint", ""))
+            step_dir = source if (source / "config.yaml").is_file() else None
+        hf_dir = path
+    else:
+        try:
+            step_dir = resolve_step_dir(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; or a Hugging Face model directory (with config.json)"
+                                  ) from None
+        if not (step_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{step_dir} has no config.yaml (the run's resolved config)")
+        hf_dir = export_cached(step_dir)
+    config = yaml.safe_load((step_dir / "config.yaml").read_text()) if step_dir else None
+    meta = _step_meta(step_dir) if step_dir else {}
+    return ResolvedCheckpoint(hf_dir, step_dir, meta.get("step"), meta.get("consumed_tokens"),
+                              config)
+
+
+def default_results_path(path: str | Path) -> Path:
+    """RUN/eval/results.json for our checkpoints (where `mrrtf compare` looks), HF/eval/... else."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path / "eval" / "results.json"
+    from megatron_rrtf.checkpoint.manager import resolve_step_dir
+
+    return eval_dir(resolve_step_dir(path)) / "results.json"
+
+
+def _prompt_budget(model, options: EvalOptions) -> int | None:
+    from megatron_rrtf.eval.generate import max_positions
+
+    limit = max_positions(model)
+    if limit is None:
+        return None
+    budget = limit - options.max_new_tokens
+    if budget < 16:
+        raise ConfigError(f"--max-new-tokens {options.max_new_tokens} leaves {budget} of the "
+                          f"model's {limit} positions for the prompt; lower it")
+    return budget
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def run_humaneval(model, tokenizer, problems: dict, options: EvalOptions) -> dict[str, Any]:
+    """Greedy pass@1 and, with num_samples > 0, sampled pass@k."""
+    from megatron_rrtf.eval.generate import (
+        HUMANEVAL_STOP,
+        SamplingConfig,
+        generate_ids,
+        truncate_at_stop,
+    )
+    from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS, evaluate_completions
+
+    budget = _prompt_budget(model, options)
+    prompts = [tokenizer.encode(p["prompt"], add_special_tokens=False) for p in problems.values()]
+    truncated = sum(budget is not None and len(p) > budget for p in prompts)
+    if budget is not None:
+        prompts = [p[-budget:] for p in prompts]
+    limits = dataclasses.replace(HUMANEVAL_LIMITS, timeout_s=options.timeout_s)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: dict[str, Any] = {"num_problems": len(problems), "prompts_truncated": truncated}
+    runs = [("greedy", 0.0, 1, (1,))]
+    if options.num_samples > 0:
+        runs.append(("sampled", options.temperature, options.num_samples, options.ks))
+    for name, temperature, n, ks in runs:
+        config = SamplingConfig(max_new_tokens=options.max_new_tokens, temperature=temperature,
+                                top_p=options.top_p if temperature > 0 else 1.0, num_samples=n,
+                                batch_size=options.batch_size, stop=HUMANEVAL_STOP,
+                                seed=options.seed)
+        ids = generate_ids(prompts, model, pad, config, tokenizer=tokenizer,
+                           progress=options.progress, desc=f"humaneval {name}")
+        completions = {task_id: [truncate_at_stop(_decode(tokenizer, s), HUMANEVAL_STOP)
+                                 for s in samples] for task_id, samples in zip(problems, ids)}
+        report = evaluate_completions(completions, ks=ks, problems=problems, limits=limits,
+                                      workers=options.workers, progress=options.progress)
+        out[name] = {
+            "temperature": temperature, "top_p": config.top_p, "num_samples": n,
+            "pass@k": {str(k): v for k, v in report["pass@k"].items()},
+            "outcomes": {t: [r["outcome"] for r in rs] for t, rs in report["tasks"].items()},
+            **({"completions": {t: c[0] for t, c in completions.items()}}
+               if name == "greedy" else {}),
+        }
+    return out
+
+
+def run_infill(model, tokenizer, problems: dict, options: EvalOptions) -> dict[str, Any]:
+    """pass@1 per prompt format and mask type; a format the tokenizer cannot express is skipped
+    with the reason."""
+    from megatron_rrtf.eval.generate import SamplingConfig, generate_ids
+    from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS
+    from megatron_rrtf.eval.infill_formats import (
+        INFILL_KINDS,
+        PROMPT_SPECIAL_TOKENS,
+        missing_tokens,
+        pick_tasks,
+        score_format,
+    )
+    from megatron_rrtf.tokenizer.loader import load_tokenizer
+
+    ours = load_tokenizer(tokenizer.name_or_path)  # token_to_id / special_ids over the HF dir
+    budget = _prompt_budget(model, options)
+    budget = None if budget is None else budget - PROMPT_SPECIAL_TOKENS
+    limits = dataclasses.replace(HUMANEVAL_LIMITS, timeout_s=options.timeout_s)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tasks_by_kind = {kind: pick_tasks(problems, kind, options.infill_tasks, options.seed)
+                     for kind in INFILL_KINDS}
+    out: dict[str, Any] = {"num_tasks": {k: len(t) for k, t in tasks_by_kind.items()}}
+    for fmt in options.infill_formats:
+        missing = missing_tokens(fmt, ours.token_to_id)
+        if missing:
+            out[fmt] = {"skipped": f"the tokenizer lacks {', '.join(missing)}, which the {fmt} "
+                                   "prompt format needs"}
+            continue
+
+        def complete(prompts, fmt=fmt):
+            config = SamplingConfig(max_new_tokens=options.max_new_tokens, temperature=0.0,
+                                    batch_size=options.batch_size,
+                                    stop_token_ids=tuple(prompts[0].stop_ids), seed=options.seed)
+            ids = generate_ids([p.prompt_ids for p in prompts], model, pad, config,
+                               progress=options.progress, desc=f"infill {fmt}")
+            return [_decode(tokenizer, samples[0]) for samples in ids]
+
+        out[fmt] = score_format(tasks_by_kind, fmt, complete, ours.encode, ours.special_ids,
+                                budget, limits=limits, workers=options.workers,
+                                progress=options.progress)
+    return out
+
+
+def summarize(tasks: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers, flat: ppl/<domain>/{loss,bpb}, humaneval/pass@k, infill/fmt/kind."""
+    summary: dict[str, Any] = {}
+    for domain, r in (tasks.get("perplexity") or {}).items():
+        if isinstance(r, dict) and "loss" in r:
+            summary[f"ppl/{domain}/loss"] = r["loss"]
+            summary[f"ppl/{domain}/bpb"] = r["bits_per_byte"]
+    he = tasks.get("humaneval") or {}
+    if "greedy" in he:
+        summary["humaneval/greedy/pass@1"] = he["greedy"]["pass@k"].get("1")
+    for k, v in he.get("sampled", {}).get("pass@k", {}).items():
+        summary[f"humaneval/sampled/pass@{k}"] = v
+    for fmt, r in (tasks.get("infill") or {}).items():
+        if isinstance(r, dict) and "skipped" not in r and fmt != "num_tasks":
+            for kind, s in r.items():
+                summary[f"infill/{fmt}/{kind}/pass@1"] = s["pass@1"]
+    return summary
+
+
+def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) -> dict[str, Any]:
+    """Run the chosen tasks on one checkpoint; returns the results dict (see module doc)."""
+    t_start, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    resolved = resolve_checkpoint(path)
+    tasks: dict[str, Any] = {}
+    times: dict[str, float] = {}
+    if "perplexity" in options.tasks:
+        t0 = time.time()
+        if resolved.step_dir is None:
+            tasks["perplexity"] = {"skipped": "needs our training checkpoint (its config.yaml "
+                                              "names the held-out data); this HF dir is not one"}
+        else:
+            from megatron_rrtf.config import load_config
+            from megatron_rrtf.eval.perplexity import heldout_perplexity
+            from megatron_rrtf.parallel.init import destroy_parallel
+
+            try:
+                tasks["perplexity"] = heldout_perplexity(
+                    load_config(resolved.step_dir / "config.yaml"), resolved.step_dir,
+                    options.ppl_samples)
+            finally:
+                destroy_parallel()
+        times["perplexity"] = time.time() - t0
+    if {"humaneval", "infill"} & set(options.tasks):
+        from megatron_rrtf.eval.generate import load_model
+        from megatron_rrtf.eval.humaneval import load_problems
+
+        model, tokenizer = load_model(resolved.hf_dir, device=options.device)
+        problems = load_problems()
+        if options.limit is not None:
+            problems = dict(list(problems.items())[: options.limit])
+        for name, fn in (("humaneval", run_humaneval), ("infill", run_infill)):
+            if name in options.tasks:
+                t0 = time.time()
+                tasks[name] = fn(model, tokenizer, problems, options)
+                times[name] = time.time() - t0
+    return {
+        "checkpoint": str(Path(path).resolve()),
+        "step_dir": str(resolved.step_dir.resolve()) if resolved.step_dir else None,
+        "hf_dir": str(resolved.hf_dir.resolve()),
+        "step": resolved.step,
+        "consumed_tokens": resolved.consumed_tokens,
+        "config": resolved.config,
+        "options": dataclasses.asdict(options),
+        "started_at": started,
+        "task_wall_time_s": times,
+        "wall_time_s": time.time() - t_start,
+        "summary": summarize(tasks),
+        "tasks": tasks,
+    }
+
+
+def write_results(results: dict[str, Any], out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    return out
