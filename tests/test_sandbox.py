@@ -303,7 +303,10 @@ def test_escaping_the_process_group_does_not_survive_the_run():
 
 def test_memory_bomb_hits_the_address_space_limit():
     program = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n"
-    result = run_program(program, "assert blocks", limits=FAST)
+    # Zero-filling ~256 MB can take seconds of wall and CPU time on a machine short of memory
+    # and CPU: generous clocks, so that only the address-space limit can end it.
+    limits = SandboxLimits(timeout_s=120.0, cpu_s=30.0, memory_mb=256, max_processes=8)
+    result = run_program(program, "assert blocks", limits=limits)
     assert (result.outcome, result.error_type) == ("error", "MemoryError")
 
 
