@@ -52,7 +52,9 @@ def test_every_canonical_solution_passes_in_parallel(problems):
                 if r.outcome != "passed"]
     assert failures == []
     assert all(r.tests_passed == r.tests_total > 0 for r in results)
-    assert elapsed < 60, f"164 canonical solutions took {elapsed:.1f}s"
+    # ~10 s on a quiet 2-core machine; the bound only catches a collapse (e.g. programs waiting
+    # out their wall clock), with room for a CI machine shared with heavy tests (load 40+)
+    assert elapsed < 180, f"164 canonical solutions took {elapsed:.1f}s"
 
 
 def test_empty_bodies_fail(problems):

@@ -41,6 +41,15 @@ def sandbox_uids_alive() -> list[int]:
     return alive
 
 
+def sandbox_uids_alive_after(timeout_s: float = 10.0) -> list[int]:
+    """sandbox_uids_alive() once it is empty, or after `timeout_s`: a SIGKILLed process (or a
+    pid namespace being torn down) takes a moment to exit, more on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := sandbox_uids_alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 def assert_not_passed(result: ExecutionResult) -> None:
     assert result.outcome != "passed", result
     assert result.tests_passed < result.tests_total, result
@@ -127,6 +136,38 @@ def test_a_dead_fork_server_is_replaced_on_the_next_run():
         time.sleep(0.01)
     assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
     assert sandbox._zygote() is not old
+
+
+def test_fork_server_started_with_descriptors_above_1024_works():
+    """A long-lived caller (a pytest worker after torch/gloo tests) can hold >1024 descriptors;
+    the fork server's control socket then has a number beyond select()'s FD_SETSIZE."""
+    import resource
+
+    from megatron_rrtf.eval import sandbox
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200 and (hard == resource.RLIM_INFINITY or hard >= 1200):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    elif soft < 1200:
+        pytest.skip("RLIMIT_NOFILE below 1200")
+    filler = []
+    try:
+        old = sandbox._zygote()
+        os.kill(old._proc.pid, 9)
+        old._proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while old.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        old.close()
+        while not filler or filler[-1] < 1100:  # every number below 1100 is taken now
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
+        assert sandbox._zygote()._sock.fileno() > 1024
+        assert run_program(ADD, "assert add(1, 1) == 3").outcome == "failed"
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # ---------------------------------------------------------------- forged verdicts
@@ -226,16 +267,18 @@ def test_infinite_loop_times_out_on_wall_clock():
     result = run_program("import time\nwhile True:\n    time.sleep(0.01)\n", "assert f()",
                          limits=SandboxLimits(timeout_s=1.0, cpu_s=5.0))
     assert result.outcome == "timeout"
-    assert time.monotonic() - start < 4.0
-    assert not sandbox_uids_alive()
+    assert result.duration_s < 20.0  # 1 s once started, plus set-up and kill on a busy machine
+    assert time.monotonic() - start < 20.0
+    assert not sandbox_uids_alive_after()
 
 
 def test_cpu_burner_is_killed_by_the_cpu_limit_before_the_wall_clock():
     start = time.monotonic()
     result = run_program("while True:\n    pass\n", "assert f()",
-                         limits=SandboxLimits(timeout_s=60.0, cpu_s=1.0))
+                         limits=SandboxLimits(timeout_s=300.0, cpu_s=1.0))
     assert result.outcome == "timeout"
-    assert time.monotonic() - start < 50.0  # 1 s of CPU; slack for a busy machine
+    # 1 s of CPU: ~20 s of wall time at a load of 40 on 2 cores; the wall clock would be 300 s
+    assert time.monotonic() - start < 200.0
 
 
 def test_fork_bomb_is_contained_and_leaves_nothing_behind():
@@ -246,9 +289,8 @@ def test_fork_bomb_is_contained_and_leaves_nothing_behind():
                          limits=SandboxLimits(timeout_s=2.0, cpu_s=1.0, memory_mb=256,
                                               max_processes=8))
     assert result.outcome == "timeout"
-    assert time.monotonic() - start < 6.0
-    time.sleep(0.2)
-    assert not sandbox_uids_alive()
+    assert time.monotonic() - start < 20.0  # 2 s once started; slack for a busy machine
+    assert not sandbox_uids_alive_after()
 
 
 def test_escaping_the_process_group_does_not_survive_the_run():
@@ -256,13 +298,15 @@ def test_escaping_the_process_group_does_not_survive_the_run():
                "def f():\n    return 1\n")
     result = run_program(program, "assert f() == 1", limits=FAST)
     assert result.outcome == "passed"
-    time.sleep(0.2)
-    assert not sandbox_uids_alive()
+    assert not sandbox_uids_alive_after()
 
 
 def test_memory_bomb_hits_the_address_space_limit():
     program = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n"
-    result = run_program(program, "assert blocks", limits=FAST)
+    # Zero-filling ~256 MB can take seconds of wall and CPU time on a machine short of memory
+    # and CPU: generous clocks, so that only the address-space limit can end it.
+    limits = SandboxLimits(timeout_s=120.0, cpu_s=30.0, memory_mb=256, max_processes=8)
+    result = run_program(program, "assert blocks", limits=limits)
     assert (result.outcome, result.error_type) == ("error", "MemoryError")
 
 

@@ -58,7 +58,8 @@ class SandboxLimits:
     """Per-program limits; memory and processes apply to each of the two sandbox processes."""
 
     timeout_s: float = 10.0
-    """Wall clock for the whole run (both processes); everything is killed after it."""
+    """Wall clock from the moment the confined candidate starts loading the program (set-up
+    before that is trusted and bounded separately); everything is killed after it."""
     cpu_s: float = 10.0
     """CPU seconds of each process (RLIMIT_CPU, rounded up to whole seconds)."""
     memory_mb: int = 1024
@@ -172,6 +173,10 @@ def _zygote() -> ZygoteClient:
     global _ZYGOTE
     with _ZYGOTE_LOCK:
         if _ZYGOTE is None or _ZYGOTE[0] != os.getpid() or not _ZYGOTE[1].alive:
+            if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
+                logger.warning("the sandbox fork server exited (status %s); starting a new one",
+                               _ZYGOTE[1]._proc.poll())
+                _ZYGOTE[1].close()  # it is gone already: this only releases our socket
             try:
                 client = ZygoteClient(_boot_command("zygote"), {"PATH": "/usr/bin:/bin"},
                                       {"hidden": _HIDDEN, "reachable": _REACHABLE})
@@ -186,6 +191,20 @@ def _zygote() -> ZygoteClient:
 def _close_zygote() -> None:
     if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
         _ZYGOTE[1].close()
+
+
+_SETUP_TIMEOUT_S = 120.0
+"""Bound on set-up (fork, namespaces, mounts, privilege drop) before the program's wall clock
+starts; generous because a loaded machine can stretch it to seconds."""
+
+
+class _HarnessFailure(Exception):
+    """The sandbox machinery failed before the program could run (not the program's doing).
+    `spawn`: the fork server could not be reached (re-raised as SandboxError if it persists)."""
+
+    def __init__(self, message: str, spawn: bool = False):
+        super().__init__(message)
+        self.spawn = spawn
 
 
 @dataclass
@@ -213,14 +232,20 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     config = {"report_fd": 5, "limits": child_limits, "root": root,
               "uid": uids[1] if root else None, "candidate_uid": uids[0] if root else None,
               "workdir": workdir, "env": env, "entry_point": entry_point}
-    deadline = time.monotonic() + limits.timeout_s
     try:
         tester = _zygote().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
-    except OSError as exc:
-        raise SandboxError(f"cannot start sandbox processes: {exc}") from exc
+    except (OSError, SandboxError) as exc:
+        for fd in (out_r, rep_r, in_w):
+            os.close(fd)
+        raise _HarnessFailure(f"cannot start sandbox processes: {exc}", spawn=True) from exc
     finally:
         for fd in (out_w, rep_w, in_r):
             os.close(fd)
+    # The wall clock starts when T reports the candidate confined and about to load the program
+    # (its first report message): set-up is trusted code, and on a loaded machine it can take
+    # seconds that must not turn into a "timeout" verdict. Set-up itself is bounded separately.
+    deadline = time.monotonic() + _SETUP_TIMEOUT_S
+    started = False
     try:  # the test process reads this first thing, before any confinement
         write_message(in_w, {"program": program, "tests": tests})
     except OSError:  # it died during set-up; its exit status tells
@@ -245,7 +270,7 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
         while True:  # until the test process closes its report, or the deadline
             now = time.monotonic()
             if now >= deadline:
-                timed_out = True
+                timed_out = started  # never started: a harness failure, not the program's fault
                 break
             events = sel.select(timeout=deadline - now)
             if any(key.fd == rep_r for key, _ in events):
@@ -253,6 +278,9 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
                 report += data
                 if not data:
                     break
+                if not started:  # any report byte: T has heard from the confined candidate
+                    started = True
+                    deadline = time.monotonic() + limits.timeout_s
             if out_open and any(key.fd == out_r for key, _ in events):
                 data = os.read(out_r, 1 << 16)
                 take_output(data)
@@ -277,7 +305,11 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
     tester.kill(list(uids) if root and (timed_out or not done) else None)
     # The exit status only matters when the report is incomplete (a CPU-limit kill reads as
     # "timeout"); otherwise the zygote reaps the test process in the background.
-    tests_rc = tester.wait(10.0) if timed_out or not done else 0
+    tests_rc = tester.wait(30.0) if timed_out or not done else 0
+    if not started:
+        raise _HarnessFailure(f"the test process did not get the candidate started within "
+                              f"{_SETUP_TIMEOUT_S:.0f} s (exit status {tests_rc}); output: "
+                              f"{bytes(output[:500])!r}")
     return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
 
 
@@ -326,6 +358,18 @@ def _verdict(plan: TestPlan, seen: _Observed) -> tuple[Outcome, int, str | None,
     return "failed", passed, failed_test, error_type
 
 
+def _execute_confined(program: str, tests: str, entry_point: str | None,
+                      limits: SandboxLimits) -> _Observed:
+    if os.geteuid() == 0:
+        with _UID_SLOTS.acquire() as uids:
+            return _execute(program, tests, entry_point, limits, uids, None)
+    workdir = tempfile.mkdtemp(prefix="mrrtf-sandbox-")
+    try:
+        return _execute(program, tests, entry_point, limits, None, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_program(program: str, tests: str, entry_point: str | None = None,
                 limits: SandboxLimits = SandboxLimits()) -> ExecutionResult:
     """Run `program` against `tests` in the sandbox (see the module docstring).
@@ -346,17 +390,26 @@ def run_program(program: str, tests: str, entry_point: str | None = None,
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return ExecutionResult("syntax_error", 0, plan.num_cases, None, type(exc).__name__,
                                time.monotonic() - start, str(exc)[: limits.max_output_bytes])
-    workdir = None
-    if os.geteuid() == 0:
-        with _UID_SLOTS.acquire() as uids:
-            seen = _execute(program, tests, entry_point, limits, uids, None)
-    else:
-        workdir = tempfile.mkdtemp(prefix="mrrtf-sandbox-")
+    # A failure of the harness itself (fork server gone, test process dead without a report,
+    # set-up that never finished) is not the program's doing: run it once more before reporting.
+    for attempt in (1, 2):
         try:
-            seen = _execute(program, tests, entry_point, limits, None, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    outcome, passed, failed_test, error_type = _verdict(plan, seen)
+            seen = _execute_confined(program, tests, entry_point, limits)
+        except _HarnessFailure as exc:
+            if attempt == 1:
+                logger.warning("sandbox harness failure, running the program again: %s", exc)
+                continue
+            if exc.spawn:
+                raise SandboxError(str(exc)) from exc
+            logger.warning("sandbox harness failed twice: %s", exc)
+            return ExecutionResult("error", 0, plan.num_cases, None, "HarnessError",
+                                   time.monotonic() - start, str(exc)[: limits.max_output_bytes])
+        outcome, passed, failed_test, error_type = _verdict(plan, seen)
+        if error_type == "HarnessError" and attempt == 1:
+            logger.warning("test process ended without a report (exit %s), running the program "
+                           "again", seen.tests_rc)
+            continue
+        break
     output = seen.output.decode("utf-8", errors="replace")
     if seen.output_dropped:
         output += f"\n[... {seen.output_dropped} more bytes of output dropped]"

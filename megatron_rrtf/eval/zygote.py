@@ -14,7 +14,7 @@ Protocol over an AF_UNIX SOCK_SEQPACKET pair, one JSON object per packet:
                     {"kill": id, "uids": [...]}: SIGKILL the child's process group (only while
                     it is unreaped, so never a recycled pid) and, as root, every process of
                     those uids (processes that left the group).
-  zygote -> parent  {"exited": id, "status": raw wait status}.
+  zygote -> parent  {"ready": pid} once, when set up; {"exited": id, "status": raw wait status}.
 Standard library only.
 """
 
@@ -34,6 +34,8 @@ import threading
 import traceback
 
 _MAX_FDS = 16
+READY_TIMEOUT_S = 120.0
+"""How long the parent waits for a new zygote to say it is ready (seconds on a loaded machine)."""
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect",
            "string", "random", "hashlib", "fractions", "copy", "statistics", "decimal")
 """Standard-library modules benchmark programs and tests import most (HumanEval: typing, math)."""
@@ -105,10 +107,20 @@ def serve(config: dict) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # poll, not select: the control descriptor keeps the number it had in the parent, which is
+    # above FD_SETSIZE (1024) in a long-lived parent with many open files (select raises then).
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    control.send(json.dumps({"ready": os.getpid()}).encode())
     children: dict[int, int] = {}  # pid -> request id
     by_id: dict[int, int] = {}     # request id -> pid
     while True:
-        ready, _, _ = select.select([control, wake_r], [], [])
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            events = []
+        ready = {fd for fd, _ in events}
         if wake_r in ready:
             os.read(wake_r, 4096)
         while children:
@@ -122,7 +134,7 @@ def serve(config: dict) -> None:
             if request is not None:
                 by_id.pop(request, None)
                 control.send(json.dumps({"exited": request, "status": status}).encode())
-        if control not in ready:
+        if control.fileno() not in ready:
             continue
         try:
             data, fds, _, _ = socket.recv_fds(control, 1 << 20, _MAX_FDS)
@@ -217,7 +229,13 @@ class ZygoteClient:
         self._children: dict[int, Child] = {}
         self._next = 0
         self.alive = True
+        self._ready = threading.Event()
         threading.Thread(target=self._read, name="sandbox-zygote", daemon=True).start()
+        # Wait until it has imported everything and set up its namespaces, so that its start-up
+        # (seconds on a loaded machine) never counts against the first program's wall clock.
+        if not self._ready.wait(READY_TIMEOUT_S) or not self.alive:
+            self.close()
+            raise OSError(f"the sandbox zygote did not start (exit status {self._proc.returncode})")
 
     def send(self, message: dict, fds: list[int] = ()) -> None:
         data = json.dumps(message).encode()
@@ -247,6 +265,9 @@ class ZygoteClient:
             if not data:
                 break
             message = json.loads(data)
+            if "ready" in message:
+                self._ready.set()
+                continue
             with self._lock:
                 child = self._children.pop(message["exited"], None)
             if child is not None:
@@ -254,6 +275,7 @@ class ZygoteClient:
         with self._lock:
             self.alive = False
             orphans, self._children = list(self._children.values()), {}
+        self._ready.set()
         for child in orphans:
             child._exited(None)
 
@@ -264,4 +286,8 @@ class ZygoteClient:
         except OSError:
             pass
         self._sock.close()
-        self._proc.wait(timeout=10)
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
