@@ -63,7 +63,7 @@ def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: in
     return config.validate()
 
 
-def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 400,
+def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 200,
                   n_heldout: int = 100, config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
                   overrides: Sequence[str] = (), sft_baseline: bool = True) -> dict[str, Any]:
     """One seed of the demo; returns {"metrics": {column: {...}}, "table", "seconds"}."""

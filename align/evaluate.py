@@ -45,7 +45,7 @@ class HeldoutEval:
     ks: tuple[int, ...] = (1, 5)
     """pass@k reported for each k <= samples."""
     max_new_tokens: int = 64
-    batch_size: int = 32
+    batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -37,7 +37,7 @@ Generate = Callable[[list[str], float, int, int], list[list[str]]]
 
 
 def hf_generate(model_dir: str, sampling: SamplingConfig, stop: Sequence[str],
-                batch_size: int = 16, device: str = "cpu") -> Generate:
+                batch_size: int = 64, device: str = "cpu") -> Generate:
     """A Generate over a local HF model directory (loaded once)."""
     from megatron_rrtf.eval.generate import SamplingConfig as GenConfig
     from megatron_rrtf.eval.generate import generate, load_model

@@ -106,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--out", default="demo_out/rrtf")
     m.add_argument("--seeds", default="1", help="comma-separated seeds (data, sampling, "
                                                 "training order)")
-    m.add_argument("--train", type=int, default=400, help="training problems")
+    m.add_argument("--train", type=int, default=200, help="training problems")
     m.add_argument("--heldout", type=int, default=100, help="held-out problems")
     m.add_argument("--no-sft", action="store_true", help="skip the SFT-only baseline")
     m.add_argument("overrides", nargs="*", help="key=value overrides of "
