@@ -1,7 +1,9 @@
 """`mrrtf demo`: the tiny end-to-end run on the built-in corpus, on CPU.
 
 preprocess (built-in corpus -> tokenizer -> indexed datasets) -> pretrain the tiny MQA model with
-CodeGen2's causal+span mixture, stopping at a mid-run checkpoint -> resume to the end -> plots.
+CodeGen2's causal+span mixture, stopping at a mid-run checkpoint -> resume to the end -> plots
+-> RRTF on the demo problem family (align/demo.py): held-out pass@1 before, after RRTF and after
+SFT-only on the same data.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ OBJECTIVE_CONFIG = "configs/objectives/codegen2_mix.yaml"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="where the run directory goes")
     p.add_argument("--steps", type=int, default=300, help="pretraining steps")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("--no-rrtf", action="store_true", help="stop after pretraining (skip [4/4])")
+    p.add_argument("--rrtf-seed", type=int, default=1, help="seed of the RRTF stage (demo data, "
+                                                              "sampling, training order)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (pretraining)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     out = Path(args.out)
     run_dir = out / "pretrain"
-    print(f"[1/3] preprocessing the built-in corpus ({DATA_CONFIG})", flush=True)
+    print(f"[1/4] preprocessing the built-in corpus ({DATA_CONFIG})", flush=True)
     data_config = load_config([DATA_CONFIG])
     preprocess(data_config)
     tokenizer = Path(data_config.data.output_dir) / "tokenizer.model"
@@ -45,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
                  f"checkpoint.save_interval={half}", f"logging.run_dir={run_dir}",
                  "logging.run_name=demo-tiny-codegen2-mix", *args.overrides]
     config = load_config([MODEL_CONFIG, DATA_CONFIG, OBJECTIVE_CONFIG], overrides)
-    print(f"[2/3] pretraining the tiny model to step {half}, then stopping at the checkpoint",
+    print(f"[2/4] pretraining the tiny model to step {half}, then stopping at the checkpoint",
           flush=True)
     try:
         first = run_pretrain(config)
         print(f"      stopped: {json.dumps(first)}", flush=True)
-        print(f"[2/3] resuming from {first['checkpoint']} to step {args.steps}", flush=True)
+        print(f"[2/4] resuming from {first['checkpoint']} to step {args.steps}", flush=True)
         second = run_pretrain(config)
     finally:
         destroy_parallel()
-    print(f"[3/3] plotting into {run_dir / 'plots'}", flush=True)
+    print(f"[3/4] plotting into {run_dir / 'plots'}", flush=True)
     plots = plot_runs([run_dir], run_dir / "plots")
 
     records = read_run_metrics(run_dir)
@@ -67,5 +72,17 @@ def run(args: argparse.Namespace) -> int:
                                  if k.startswith("eval/")})
     print(f"run directory: {run_dir} (config.yaml, metrics.jsonl, checkpoints/, plots/)")
     print(f"plots: {', '.join(str(p) for p in plots)}")
-    print(f"demo finished in {time.time() - t_start:.0f} s (status {second['status']})")
-    return 0 if second["status"] == "completed" else 1
+    if second["status"] != "completed":
+        return 1
+    if not args.no_rrtf:
+        from align.demo import run_rrtf_demo, seeds_summary
+
+        rrtf_out = out / "rrtf"
+        print(f"[4/4] RRTF on the demo problem family (configs/rrtf/tiny_demo.yaml) into "
+              f"{rrtf_out}", flush=True)
+        result = run_rrtf_demo(run_dir, rrtf_out, seed=args.rrtf_seed)
+        print(f"\nheld-out pass@1 (greedy, %), seed {args.rrtf_seed}:")
+        print(seeds_summary([result]), end="")
+        print(f"full table: {rrtf_out / f'seed_{args.rrtf_seed}' / 'eval.md'}")
+    print(f"demo finished in {time.time() - t_start:.0f} s")
+    return 0

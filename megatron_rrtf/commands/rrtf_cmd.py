@@ -6,6 +6,10 @@
                     (--write-requests R writes the rewrite prompts for an offline teacher)
   mrrtf rrtf sample CONFIG... --problems P --student DIR --out O   student + teacher samples
   mrrtf rrtf rank --problems P --responses R... --out O    sandbox verdicts -> ranked set
+  mrrtf rrtf train CONFIG... --ranked R     ranking loss + SFT on megatron-core
+  mrrtf rrtf run CONFIG...                  rounds of export -> sample -> rank -> train (resumable)
+  mrrtf rrtf eval CONFIG... --problems P --before M --after M   held-out pass@k table
+  mrrtf rrtf demo --pretrained DIR --seeds 1,2,3   the CPU demo (RRTF vs SFT-only), per seed
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train"
+HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo"
 log = logging.getLogger(__name__)
 
 
@@ -73,6 +77,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               "(checkpoint.init_from= the model to align)")
     t.add_argument("--ranked", required=True, help="ranked JSONL written by `mrrtf rrtf rank`")
     t.set_defaults(_step=_train)
+
+    u = sub.add_parser("run", help="rrtf.rounds rounds of export -> sample -> rank -> train "
+                                   "(re-run to resume)")
+    u.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides "
+                                              "(checkpoint.init_from= the model to align)")
+    u.add_argument("--problems", help="training problems JSONL (default: rrtf.problems)")
+    u.add_argument("--seed", type=int, default=0, help="sampling seed")
+    u.set_defaults(_step=_run_rounds)
+
+    v = sub.add_parser("eval", help="held-out pass@1 (greedy) and pass@k before/after, one "
+                                    "table (Markdown + JSON)")
+    v.add_argument("configs", nargs="+", help="YAML files then overrides (prompt template, "
+                                              "stop markers, student.max_new_tokens)")
+    v.add_argument("--problems", required=True, help="held-out problems JSONL")
+    v.add_argument("--before", required=True, help="HF dir, run dir or step dir")
+    v.add_argument("--after", required=True, nargs="+", help="HF/run/step dirs (NAME=PATH to "
+                                                             "name a column)")
+    v.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.json")
+    v.add_argument("--samples", type=int, default=0, help="n sampled answers for pass@k")
+    v.add_argument("--temperature", type=float, default=0.8)
+    v.add_argument("--ks", default="1,5", help="comma-separated k (k <= samples kept)")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(_step=_eval)
+
+    m = sub.add_parser("demo", help="CPU demo on the tiny pretrained model: held-out pass@1 "
+                                    "before / after RRTF / after SFT-only, per seed")
+    m.add_argument("--pretrained", default="demo_out/pretrain", help="pretraining run dir")
+    m.add_argument("--out", default="demo_out/rrtf")
+    m.add_argument("--seeds", default="1", help="comma-separated seeds (data, sampling, "
+                                                "training order)")
+    m.add_argument("--train", type=int, default=200, help="training problems")
+    m.add_argument("--heldout", type=int, default=100, help="held-out problems")
+    m.add_argument("--no-sft", action="store_true", help="skip the SFT-only baseline")
+    m.add_argument("overrides", nargs="*", help="key=value overrides of "
+                                                "configs/rrtf/tiny_demo.yaml")
+    m.set_defaults(_step=_demo)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,3 +238,82 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 3 if summary["status"] == "interrupted" else 0
+
+
+def _run_rounds(args: argparse.Namespace) -> int:
+    from align.rounds import run_rounds
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    summary = run_rounds(load_config(paths, overrides), args.problems, seed=args.seed)
+    for r in summary["rounds"]:
+        rate = r.get("student_pass_rate")
+        print(f"round {r['round']}: {r['train']['status']} at step {r['train']['step']}"
+              + (f", student samples passing {rate:.3f}" if rate is not None else "")
+              + f" ({r['dir']})")
+    print(f"final model: {summary['final']}; summary: {summary['summary']}")
+    done = summary["rounds"] and summary["rounds"][-1]["train"]["status"] == "completed"
+    return 0 if done else 3
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from align.evaluate import (
+        HeldoutEval,
+        as_hf_dir,
+        heldout_metrics,
+        hf_model_generate,
+        write_comparison,
+    )
+    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.errors import ConfigError
+    from megatron_rrtf.parallel.init import destroy_parallel
+    from megatron_rrtf.rrtf.problems import load_problems
+
+    paths, overrides = split_configs_and_overrides(args.configs)
+    cfg = load_config(paths, overrides).rrtf
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise ConfigError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+    settings = HeldoutEval(samples=args.samples, temperature=args.temperature, ks=ks,
+                           max_new_tokens=cfg.student.max_new_tokens, seed=args.seed)
+    problems, _ = load_problems(args.problems)
+    models = {"before": args.before}
+    for i, item in enumerate(args.after):
+        name, _, path = item.rpartition("=")
+        models[name or ("after" if len(args.after) == 1 else f"after_{i + 1}")] = path
+    columns = {}
+    out = Path(args.out)
+    for name, path in models.items():
+        hf = as_hf_dir(path, out.parent / f"{out.name}_{name.replace(' ', '_')}_hf")
+        destroy_parallel()
+        columns[name] = heldout_metrics(problems, hf_model_generate(hf, settings,
+                                                                    cfg.stop_markers),
+                                        cfg, settings)
+    write_comparison(out, columns)
+    print(Path(str(out) + ".md").read_text(), end="")
+    print(f"-> {out}.md, {out}.json")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from align.demo import run_rrtf_demo, seeds_summary
+    from megatron_rrtf.errors import ConfigError
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") \
+            from None
+    results = []
+    for seed in seeds:
+        results.append(run_rrtf_demo(args.pretrained, args.out, seed, args.train, args.heldout,
+                                     overrides=args.overrides, sft_baseline=not args.no_sft))
+        print(Path(args.out, f"seed_{seed}", "eval.md").read_text(), end="")
+    table = seeds_summary(results)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "seeds.md").write_text(table)
+    print("held-out pass@1 (greedy, %) per seed:\n" + table, end="")
+    return 0

@@ -1,0 +1,134 @@
+"""The RRTF CPU demo: align the tiny pretrained model on the demo problem family.
+
+Per seed, under <out>/seed_<s>/:
+  data/{train,heldout,teacher}.jsonl   demo problems (held-out = whole templates) and a teacher
+                                       file mixing correct and labelled-buggy answers
+  rrtf/round_*/                        rounds of sample -> rank -> train with the RRTF loss
+  sft/round_*/                         the same ranked sets, rrtf.rank_weight=0 (SFT only)
+  eval.{md,json}                       held-out pass@1 before / after RRTF / after SFT-only
+The SFT-only baseline trains on RRTF's own ranked files (SFT reads only the best teacher answer,
+so which student samples sit beside it does not change its loss), for the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from megatron_rrtf.config import RunConfig, load_config
+from megatron_rrtf.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = "configs/rrtf/tiny_demo.yaml"
+COLUMNS = ("before", "after RRTF", "after SFT-only")
+
+
+def write_demo_data(out: Path, n_train: int, n_heldout: int, seed: int,
+                    teacher_per_problem: int = 2, correct_fraction: float = 0.7) -> dict[str, Path]:
+    from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
+
+    out.mkdir(parents=True, exist_ok=True)
+    train, held = generate_demo_problems(n_train, n_heldout, seed)
+    paths = {name: out / f"{name}.jsonl" for name in ("train", "heldout", "teacher")}
+    for name, probs in (("train", train), ("heldout", held)):
+        paths[name].write_text("".join(json.dumps(d.to_json()) + "\n" for d in probs))
+    recs = teacher_records(train, teacher_per_problem, correct_fraction, seed)
+    paths["teacher"].write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return paths
+
+
+def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: int,
+                config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
+                overrides: Sequence[str] = ()) -> RunConfig:
+    """The RRTF config for the demo: the pretrained run's model and tokenizer, our data."""
+    step_cfg = pretrained / "config.yaml"
+    if not step_cfg.is_file():
+        raise CheckpointError(f"{pretrained} has no config.yaml: run the pretraining stage of "
+                              "`mrrtf demo` first (or give its run directory)")
+    base = load_config(step_cfg)
+    config = load_config(list(config_paths), [
+        f"data.tokenizer={base.data.tokenizer}", f"logging.run_dir={run_dir}",
+        f"checkpoint.init_from={pretrained}", f"rrtf.problems={data['train']}",
+        f"train.seed={seed}", "logging.wandb_mode=disabled", *overrides])
+    config.model = base.model
+    for t in config.rrtf.teachers:
+        if t.kind == "jsonl":
+            t.path = str(data["teacher"])
+    return config.validate()
+
+
+def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 200,
+                  n_heldout: int = 100, config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
+                  overrides: Sequence[str] = (), sft_baseline: bool = True) -> dict[str, Any]:
+    """One seed of the demo; returns {"metrics": {column: {...}}, "table", "seconds"}."""
+    from align.evaluate import (
+        HeldoutEval,
+        as_hf_dir,
+        heldout_metrics,
+        hf_model_generate,
+        write_comparison,
+    )
+    from align.rounds import run_rounds
+    from megatron_rrtf.parallel.init import destroy_parallel
+    from megatron_rrtf.rrtf.problems import load_problems
+
+    t0 = time.time()
+    pretrained, out = Path(pretrained), Path(out) / f"seed_{seed}"
+    data = write_demo_data(out / "data", n_train, n_heldout, seed)
+    rrtf_cfg = demo_config(pretrained, out / "rrtf", data, seed, config_paths, overrides)
+    heldout, _ = load_problems(data["heldout"])
+    settings = HeldoutEval(max_new_tokens=rrtf_cfg.rrtf.student.max_new_tokens, seed=seed)
+
+    def evaluate(model: Path, hf_dir: Path) -> dict[str, float]:
+        hf = as_hf_dir(model, hf_dir)
+        destroy_parallel()
+        gen = hf_model_generate(hf, settings, rrtf_cfg.rrtf.stop_markers)
+        return heldout_metrics(heldout, gen, rrtf_cfg.rrtf, settings)
+
+    columns: dict[str, dict[str, float]] = {}
+    columns["before"] = evaluate(pretrained, out / "before_hf")
+    print(f"      seed {seed}: held-out pass@1 before: "
+          f"{columns['before']['heldout/pass@1 (greedy)']:.3f}", flush=True)
+    rrtf = run_rounds(rrtf_cfg, seed=seed)
+    columns["after RRTF"] = evaluate(Path(rrtf["final"]), out / "rrtf_hf")
+    print(f"      seed {seed}: after RRTF: "
+          f"{columns['after RRTF']['heldout/pass@1 (greedy)']:.3f}", flush=True)
+    if sft_baseline:
+        sft_cfg = demo_config(pretrained, out / "sft", data, seed, config_paths,
+                              [*overrides, "rrtf.rank_weight=0"])
+        for r in range(1, sft_cfg.rrtf.rounds + 1):  # the same ranked sets as RRTF's rounds
+            src, dst = out / "rrtf" / f"round_{r}" / "ranked.jsonl", \
+                out / "sft" / f"round_{r}" / "ranked.jsonl"
+            if src.is_file() and not dst.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+        sft = run_rounds(sft_cfg, seed=seed)
+        columns["after SFT-only"] = evaluate(Path(sft["final"]), out / "sft_hf")
+        print(f"      seed {seed}: after SFT-only: "
+              f"{columns['after SFT-only']['heldout/pass@1 (greedy)']:.3f}", flush=True)
+    table = write_comparison(out / "eval", columns)
+    seconds = time.time() - t0
+    result = {"seed": seed, "metrics": columns, "table": table, "seconds": seconds,
+              "rounds": rrtf["rounds"]}
+    (out / "demo_result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def seeds_summary(results: Sequence[dict[str, Any]],
+                  metric: str = "heldout/pass@1 (greedy)") -> str:
+    """A Markdown table of one metric per seed and column, with the mean."""
+    cols = [c for c in COLUMNS if c in results[0]["metrics"]]
+    lines = ["| seed | " + " | ".join(cols) + " | wall (s) |",
+             "|---|" + "---:|" * (len(cols) + 1)]
+    for r in results:
+        lines.append(f"| {r['seed']} | " + " | ".join(
+            f"{100 * r['metrics'][c][metric]:.1f}" for c in cols) + f" | {r['seconds']:.0f} |")
+    means = [sum(r["metrics"][c][metric] for r in results) / len(results) for c in cols]
+    lines.append("| mean | " + " | ".join(f"{100 * m:.1f}" for m in means) + " | |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""Before/after evaluation of an aligned model: held-out problem pass@k and one comparison table.
+
+Held-out problems (the demo family's held-out templates, or any problems JSONL) are prompted
+with the RRTF template, answered by `megatron_rrtf.eval.generate`, reduced to code by the same
+`extract_code` rule as ranking and training, and run against their tests in the sandbox
+(`megatron_rrtf.eval.sandbox.run_many`). Metrics:
+  heldout/pass@1 (greedy)        one greedy answer per problem
+  heldout/pass@k (T=t, n=n)      n sampled answers per problem, unbiased pass@k (eval.passk)
+
+`comparison` puts several models' metric dicts side by side against a baseline column: per
+metric and per compared model {"before", "after", "delta"}; `comparison_markdown` renders it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from megatron_rrtf.config.rrtf import RRTFConfig
+from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.eval.passk import mean_pass_at_k
+from megatron_rrtf.rrtf.batch import rrtf_config_template
+from megatron_rrtf.rrtf.extract import extract_code
+from megatron_rrtf.rrtf.problems import Problem
+
+log = logging.getLogger(__name__)
+
+Generate = Callable[[list[str], float, int, int], list[list[str]]]
+"""(prompts, temperature, num_samples, seed) -> completions per prompt (align.sample's shape)."""
+RunMany = Callable[[list[dict[str, Any]]], list[Any]]
+
+
+@dataclass(frozen=True)
+class HeldoutEval:
+    """How held-out problems are answered."""
+
+    samples: int = 0
+    """n sampled answers per problem for pass@k (0: greedy pass@1 only)."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    ks: tuple[int, ...] = (1, 5)
+    """pass@k reported for each k <= samples."""
+    max_new_tokens: int = 64
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 0 or any(k < 1 for k in self.ks):
+            raise ConfigError(f"held-out eval: samples={self.samples} must be >= 0 and every k "
+                              f"in {self.ks} >= 1")
+
+
+def _default_run_many(workers: int | None = None) -> RunMany:
+    from megatron_rrtf.eval.sandbox import Job, run_many
+
+    def run(jobs: list[dict[str, Any]]) -> list[Any]:
+        return run_many([Job(**j) for j in jobs], workers=workers)
+    return run
+
+
+def passed_counts(problems: Sequence[Problem], completions: Sequence[Sequence[str]],
+                  cfg: RRTFConfig, run_many: RunMany) -> list[tuple[int, int]]:
+    """(samples, passed) per problem: each completion's extracted code against the tests."""
+    jobs = [{"program": extract_code(text, cfg.stop_markers), "tests": p.tests,
+             "entry_point": p.entry_point, "key": f"{p.id}/{i}"}
+            for p, texts in zip(problems, completions) for i, text in enumerate(texts)]
+    results = run_many(jobs) if jobs else []
+    passed = iter(r.outcome == "passed" for r in results)
+    return [(len(texts), sum(next(passed) for _ in texts)) for texts in completions]
+
+
+def heldout_metrics(problems: Sequence[Problem], generate: Generate, cfg: RRTFConfig,
+                    settings: HeldoutEval = HeldoutEval(), run_many: RunMany | None = None,
+                    prefix: str = "heldout") -> dict[str, float]:
+    """Greedy pass@1 and, when settings.samples > 0, sampled pass@k over `problems`."""
+    run_many = run_many or _default_run_many()
+    template = rrtf_config_template(cfg)
+    prompts = [template.format(p.instruction) for p in problems]
+    greedy = generate(prompts, 0.0, 1, settings.seed)
+    metrics = {f"{prefix}/pass@1 (greedy)":
+               mean_pass_at_k(passed_counts(problems, greedy, cfg, run_many), 1)}
+    if settings.samples:
+        sampled = generate(prompts, settings.temperature, settings.samples, settings.seed)
+        counts = passed_counts(problems, sampled, cfg, run_many)
+        for k in settings.ks:
+            if k <= settings.samples:
+                metrics[f"{prefix}/pass@{k} (T={settings.temperature:g}, "
+                        f"n={settings.samples})"] = mean_pass_at_k(counts, k)
+    return metrics
+
+
+def hf_model_generate(model_dir: str | Path, settings: HeldoutEval, stop: Sequence[str],
+                      device: str = "cpu") -> Generate:
+    """A Generate over a local HF model directory (loaded once)."""
+    from megatron_rrtf.eval.generate import SamplingConfig, generate, load_model
+
+    model, tokenizer = load_model(model_dir, device=device)
+
+    def run(prompts: list[str], temperature: float, num_samples: int, seed: int):
+        gen = SamplingConfig(max_new_tokens=settings.max_new_tokens, temperature=temperature,
+                             top_p=settings.top_p, num_samples=num_samples,
+                             batch_size=settings.batch_size, stop=tuple(stop), seed=seed)
+        return generate(prompts, model, tokenizer, gen)
+    return run
+
+
+def as_hf_dir(model: str | Path, export_to: str | Path) -> Path:
+    """`model` when it is an HF directory (config.json), else export the megatron run or step
+    directory to `export_to` (reused when already there)."""
+    model = Path(model)
+    if (model / "config.json").is_file():
+        return model
+    export_to = Path(export_to)
+    if not (export_to / "mrrtf_export.json").is_file():
+        from megatron_rrtf.convert.export import export_checkpoint
+
+        export_checkpoint(model, export_to)
+    return export_to
+
+
+def comparison(columns: Mapping[str, Mapping[str, float]], baseline: str = "before"
+               ) -> dict[str, Any]:
+    """{"baseline", "columns", "metrics": {metric: {column: {"before", "after", "delta"}}}}:
+    every non-baseline column against the baseline, per metric the baseline has."""
+    if baseline not in columns:
+        raise ConfigError(f"comparison needs the baseline column {baseline!r}, got "
+                          f"{list(columns)}")
+    base = columns[baseline]
+    others = [c for c in columns if c != baseline]
+    metrics: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, before in base.items():
+        metrics[name] = {}
+        for col in others:
+            after = columns[col].get(name)
+            metrics[name][col] = {"before": before, "after": after,
+                                  "delta": None if after is None else after - before}
+    return {"baseline": baseline, "columns": others, "metrics": metrics}
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
+
+
+def comparison_markdown(table: Mapping[str, Any]) -> str:
+    """| metric | before | <col> | Δ <col> | ... | in percent."""
+    cols = table["columns"]
+    head = f"| metric (%) | {table['baseline']} | " + " | ".join(
+        f"{c} | Δ {c}" for c in cols) + " |"
+    rule = "|---|---:|" + "---:|---:|" * len(cols)
+    lines = [head, rule]
+    for name, per_col in table["metrics"].items():
+        before = next(iter(per_col.values()))["before"] if per_col else None
+        cells = " | ".join(f"{_pct(per_col[c]['after'])} | {_pct(per_col[c]['delta'], True)}"
+                           for c in cols)
+        lines.append(f"| {name} | {_pct(before)} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out_prefix: str | Path, columns: Mapping[str, Mapping[str, float]],
+                     baseline: str = "before") -> dict[str, Any]:
+    """Write <out_prefix>.json and <out_prefix>.md; return the table."""
+    table = comparison(columns, baseline)
+    table["values"] = {k: dict(v) for k, v in columns.items()}
+    out = Path(out_prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")
+    out.with_suffix(".md").write_text(comparison_markdown(table))
+    return table

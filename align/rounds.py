@@ -1,0 +1,159 @@
+"""RRTF rounds: export the student -> sample -> rank -> train, rrtf.rounds times.
+
+Layout (one run directory per round, so each round is an ordinary training run with its own
+config.yaml, metrics.jsonl, checkpoints/ and summary.json):
+
+  <logging.run_dir>/
+    round_1/student_hf/        the student this round samples from (HF export of init_from)
+    round_1/responses.jsonl    student + teacher responses (+ .progress: resumable sampling)
+    round_1/ranked.jsonl       sandbox verdicts, ranked per problem
+    round_1/checkpoints/ ...   training from checkpoint.init_from for train.train_steps steps
+    round_2/...                the same, starting from round_1's checkpoint
+    rounds.json                per round: outcome distribution, student pass rate, train summary
+
+Every round trains train.train_steps steps with a fresh optimizer and schedule (warm-up + decay
+per round), as PanGu-Coder2's offline sampling implies: each round is a new data set.
+
+Resumable: a step whose output exists is not redone. A round whose training finished
+(summary.json `completed` at train_steps) is skipped whole; the export is kept once written
+(written to a temporary name, renamed); sampling resumes chunk by chunk (align.sample); the
+ranked file is written to a temporary name and renamed; training resumes from its own latest
+checkpoint (checkpoint.load=auto) or starts from the previous round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from megatron_rrtf.config import RunConfig
+from megatron_rrtf.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+StudentFactory = Callable[[Path], Any]
+"""HF model directory -> align.sample Generate (tests pass a fake; default: hf_generate)."""
+
+
+def round_dir(config: RunConfig, r: int) -> Path:
+    return Path(config.logging.run_dir) / f"round_{r}"
+
+
+def round_config(config: RunConfig, r: int, init_from: str | Path) -> RunConfig:
+    """Round r's training config: its own run dir, starting from init_from's weights."""
+    return dataclasses.replace(
+        config,
+        logging=dataclasses.replace(config.logging, run_dir=str(round_dir(config, r))),
+        checkpoint=dataclasses.replace(config.checkpoint, init_from=str(init_from), load="auto"))
+
+
+def training_done(run_dir: Path, steps: int) -> bool:
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return False
+    s = json.loads(summary.read_text())
+    return s.get("status") == "completed" and s.get("step", 0) >= steps
+
+
+def export_student(checkpoint: str | Path, out_dir: Path) -> Path:
+    """The HF export of `checkpoint` at out_dir, written once (temporary name, then renamed)."""
+    if (out_dir / "mrrtf_export.json").is_file():
+        return out_dir
+    from megatron_rrtf.convert.export import export_checkpoint
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_checkpoint(checkpoint, tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def rank_to_file(problems, responses_path: Path, out: Path, run_many=None) -> dict:
+    """Rank (align.rank) into `out` atomically; returns the outcome distribution."""
+    from align.rank import rank_problems, read_responses, write_ranked
+
+    tmp = out.with_name(out.name + ".tmp")
+    dist = write_ranked(tmp, rank_problems(problems, read_responses([responses_path]),
+                                           run_many))
+    os.replace(tmp, out)
+    return dist
+
+
+def _distribution(ranked_path: Path) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for line in ranked_path.read_text().splitlines():
+        for resp in json.loads(line)["responses"]:
+            row = counts.setdefault(resp["source"], {"total": 0})
+            row[resp["category"]] = row.get(resp["category"], 0) + 1
+            row["total"] += 1
+    return counts
+
+
+def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed: int = 0,
+               student_factory: StudentFactory | None = None, run_many=None,
+               sample_chunk: int = 64) -> dict[str, Any]:
+    """Run (or resume) every round; returns the rounds summary also written to rounds.json."""
+    from align.sample import hf_generate, sample_to_file
+    from align.train import run_rrtf_train
+    from megatron_rrtf.parallel.init import destroy_parallel
+    from megatron_rrtf.rrtf.problems import load_problems
+
+    rr = config.rrtf
+    problems_path = problems_path or rr.problems
+    if not problems_path:
+        raise ConfigError("rrtf.problems is empty: give the training problems JSONL "
+                          "(or --problems)")
+    if not config.checkpoint.init_from:
+        raise ConfigError("checkpoint.init_from is empty: name the model to align (a pretraining "
+                          "run directory or an imported checkpoint)")
+    problems, _ = load_problems(problems_path)
+    factory = student_factory or (lambda d: hf_generate(str(d), rr.student, rr.stop_markers))
+    root = Path(config.logging.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    summary_path = root / "rounds.json"
+    rounds: list[dict[str, Any]] = []
+    previous: str | Path = config.checkpoint.init_from
+    for r in range(1, rr.rounds + 1):
+        rd = round_dir(config, r)
+        cfg_r = round_config(config, r, previous)
+        info: dict[str, Any] = {"round": r, "dir": str(rd), "init_from": str(previous)}
+        if training_done(rd, config.train.train_steps):
+            log.info("round %d: already trained (%s), skipped", r, rd / "summary.json")
+            info["train"] = json.loads((rd / "summary.json").read_text())
+        else:
+            responses, ranked = rd / "responses.jsonl", rd / "ranked.jsonl"
+            if not ranked.is_file():
+                student = None
+                if rr.student.samples:
+                    hf_dir = export_student(previous, rd / "student_hf")
+                    student = factory(hf_dir)
+                    destroy_parallel()  # export initialised process groups; training re-does it
+                n = sample_to_file(responses, problems, rr, student, seed=seed * 1000 + r,
+                                   chunk_size=sample_chunk)
+                log.info("round %d: %d responses in %s; ranking", r, n, responses)
+                rank_to_file(problems, responses, ranked, run_many)
+            log.info("round %d: training %s from %s", r, rd, previous)
+            try:
+                info["train"] = run_rrtf_train(cfg_r, ranked)
+            finally:
+                destroy_parallel()
+        info["outcomes"] = _distribution(rd / "ranked.jsonl") \
+            if (rd / "ranked.jsonl").is_file() else {}
+        student_row = info["outcomes"].get("student")
+        if student_row:
+            info["student_pass_rate"] = student_row.get("passed", 0) / student_row["total"]
+        rounds.append(info)
+        summary_path.write_text(json.dumps({"rounds": rounds}, indent=1) + "\n")
+        if info["train"]["status"] != "completed":
+            log.warning("round %d stopped (%s); re-run the same command to resume", r,
+                        info["train"]["status"])
+            break
+        previous = rd
+    return {"rounds": rounds, "final": str(previous), "summary": str(summary_path)}
