@@ -158,9 +158,18 @@ def _overrides(cfg, run_dir: Path, *extra: str) -> list[str]:
 
 
 def _popen(args: list[str]) -> subprocess.Popen:
+    """The CLI in its own process group, so a test can clean up every child it leaves."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Reap what a killed run leaves behind (dist_checkpointing's writer processes)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def test_sigterm_saves_a_checkpoint_before_exiting(tiny_data_config, tmp_path):
@@ -172,6 +181,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tiny_data_config, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
+    _kill_group(proc)
     assert proc.returncode == 3, out
     step_dir = resolve_step_dir(run)
     last = read_metrics(run)[-1]["step"]
@@ -196,6 +206,7 @@ def test_kill_9_during_a_save_leaves_the_last_checkpoint_loadable(tiny_data_conf
             break
         time.sleep(0.005)
     proc.wait(timeout=60)
+    _kill_group(proc)
     assert killed_mid_save, "never caught a save in progress"
     good = resolve_step_dir(run)
     assert (good / "meta.json").is_file()
@@ -204,6 +215,7 @@ def test_kill_9_during_a_save_leaves_the_last_checkpoint_loadable(tiny_data_conf
     resume = _popen(_cli(_overrides(tiny_data_config, run, f"train.train_steps={step + 1}",
                                     "model.hidden_size=256", "model.num_layers=4")))
     out, _ = resume.communicate(timeout=180)
+    _kill_group(resume)
     assert resume.returncode == 0, out
     assert not list(ckpts.glob(".tmp_step_*"))
     assert read_metrics(run)[-1]["step"] == step + 1

@@ -282,7 +282,9 @@ class Trainer:
                     if last_saved != self._step_path():
                         last_saved = self.save()
                     break
-            if status == "completed" and last_saved != self._step_path():
+            # (a run resumed at its final step has nothing new to save)
+            if status == "completed" and self.step > start_step \
+                    and last_saved != self._step_path():
                 last_saved = self.save()
         finally:
             stop.restore()
