@@ -102,6 +102,7 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
             assert tasks["infill"][fmt][kind]["num_tasks"] == 2
             assert 0.0 <= tasks["infill"][fmt][kind]["pass@1"] <= 1.0
     assert "infill/fim_spm/random_span/pass@1" in results["summary"]
+    assert results["summary"]["sandbox_harness_errors"] == 0
 
 
 def _exported(run_dir: Path) -> Path:
@@ -181,6 +182,7 @@ def test_infill_scoring_gives_a_perfect_completer_100_and_a_wrong_one_0(tiny_tok
         assert perfect[kind]["num_tasks"] == 3
         assert perfect[kind]["pass@1"] == 1.0
         assert wrong[kind]["pass@1"] == 0.0
+        assert perfect[kind]["harness_errors"] == wrong[kind]["harness_errors"] == 0
 
 
 def test_a_format_the_tokenizer_cannot_express_names_the_missing_tokens(tiny_tokenizer):

@@ -110,6 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--train", type=int, default=200, help="training problems")
     m.add_argument("--heldout", type=int, default=100, help="held-out problems")
     m.add_argument("--no-sft", action="store_true", help="skip the SFT-only baseline")
+    m.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (1 is much faster on a shared, busy CPU)")
     m.add_argument("overrides", nargs="*", help="key=value overrides of "
                                                 "configs/rrtf/tiny_demo.yaml")
     m.set_defaults(_step=_demo)
@@ -307,6 +309,10 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") \
             from None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results = []
     for seed in seeds:
         results.append(run_rrtf_demo(args.pretrained, args.out, seed, args.train, args.heldout,

@@ -223,6 +223,8 @@ def run_humaneval(model, tokenizer, problems: dict, options: EvalOptions) -> dic
             "temperature": temperature, "top_p": config.top_p, "num_samples": n,
             "pass@k": {str(k): v for k, v in report["pass@k"].items()},
             "outcomes": {t: [r["outcome"] for r in rs] for t, rs in report["tasks"].items()},
+            "harness_errors": sum(r.get("error_type") == "HarnessError"
+                                  for rs in report["tasks"].values() for r in rs),
             **({"completions": {t: c[0] for t, c in completions.items()}}
                if name == "greedy" else {}),
         }
@@ -284,10 +286,14 @@ def summarize(tasks: dict[str, Any]) -> dict[str, Any]:
         summary["humaneval/greedy/pass@1"] = he["greedy"]["pass@k"].get("1")
     for k, v in he.get("sampled", {}).get("pass@k", {}).items():
         summary[f"humaneval/sampled/pass@{k}"] = v
+    harness = sum(he.get(name, {}).get("harness_errors", 0) for name in ("greedy", "sampled"))
     for fmt, r in (tasks.get("infill") or {}).items():
         if isinstance(r, dict) and "skipped" not in r and fmt != "num_tasks":
             for kind, s in r.items():
                 summary[f"infill/{fmt}/{kind}/pass@1"] = s["pass@1"]
+                harness += s.get("harness_errors", 0)
+    if he or tasks.get("infill"):
+        summary["sandbox_harness_errors"] = harness  # > 0: verdicts lost to the sandbox itself
     return summary
 
 

@@ -103,6 +103,8 @@ def score_format(tasks_by_kind: Mapping[str, Sequence[InfillTask]], fmt: str, co
         scored = evaluate_infills(tasks, {t.task_id: [m] for t, m in zip(tasks, middles)},
                                   ks=(1,), workers=workers, progress=progress, **extra)
         out[kind] = {"pass@1": scored["pass@k"].get(1, 0.0), "num_tasks": len(tasks),
+                     "harness_errors": sum(r[0].get("error_type") == "HarnessError"
+                                           for r in scored["tasks"].values()),
                      "tasks": {t.task_id: {"middle": m, "outcome": r[0]["outcome"]}
                                for (t, m), r in zip(zip(tasks, middles),
                                                     scored["tasks"].values())}}
