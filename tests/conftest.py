@@ -80,3 +80,15 @@ def tiny_data_config(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_pa
     ])
     preprocess(config, progress=False)
     return config
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a shared CPU, threads only wait for each other.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,20 +21,11 @@ from megatron_rrtf.eval.infill_formats import (
     score_format,
 )
 
-pytestmark = pytest.mark.xdist_group("eval_stage")
+pytestmark = [pytest.mark.xdist_group("eval_stage"), pytest.mark.usefixtures("one_torch_thread")]
 
 MICRO, EVAL_BATCHES = 2, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CPU: more threads only wait for each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
