@@ -1,5 +1,5 @@
-"""Demo problem family: deterministic, correct tests, held-out templates truly held out,
-teacher responses that behave as labelled."""
+"""Demo problem family: deterministic, correct tests, held-out problems truly held out (unseen
+parameters, or unseen templates), teacher responses that behave as labelled."""
 
 from collections import Counter
 
@@ -36,7 +36,31 @@ def test_canonical_solutions_pass_their_own_several_asserts(problems):
         assert dp.problem.entry_point in dp.problem.instruction
 
 
-def test_heldout_templates_are_disjoint_but_their_primitives_are_trained(problems):
+def test_heldout_params_are_trained_templates_with_instructions_never_seen(problems):
+    train, held = problems
+    assert len(held) == 30
+    assert not {d.problem.instruction for d in train} & {d.problem.instruction for d in held}
+    assert len({d.problem.instruction for d in held}) == len(held)
+    assert {d.template for d in held} <= {t.name for t in templates()[0] + templates()[1]}
+    assert len({d.template for d in held}) > 10  # spread over templates, not one family
+
+
+def test_heldout_mode_is_checked_and_exhaustion_is_an_error():
+    with pytest.raises(ValueError, match="heldout='nope'"):
+        generate_demo_problems(5, 5, heldout="nope")
+    with pytest.raises(ValueError, match="ask for fewer"):
+        generate_demo_problems(10, 5000, seed=0)  # more than there are distinct instructions
+
+
+def test_cli_lists_the_same_heldout_modes():
+    from megatron_rrtf.commands.rrtf_cmd import HELDOUT_MODES as CLI_MODES
+    from megatron_rrtf.rrtf.demo_problems import HELDOUT_MODES
+
+    assert CLI_MODES == HELDOUT_MODES
+
+
+def test_heldout_templates_are_disjoint_but_their_primitives_are_trained():
+    problems = generate_demo_problems(120, 30, seed=0, heldout="templates")
     train_t, held_t = templates()
     train_names = {t.name for t in train_t}
     assert not train_names & {t.name for t in held_t}

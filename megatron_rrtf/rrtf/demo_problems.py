@@ -186,19 +186,60 @@ def make_problem(template: Template, rng: np.random.Generator, pid: str, split: 
     return DemoProblem(problem, solution, name, split)
 
 
-def generate_demo_problems(n_train: int, n_heldout: int, seed: int = 0
+HELDOUT_MODES = ("params", "templates")
+
+
+def generate_demo_problems(n_train: int, n_heldout: int, seed: int = 0, heldout: str = "params"
                            ) -> tuple[list[DemoProblem], list[DemoProblem]]:
-    """n_train problems from training templates and n_heldout from held-out ones."""
+    """n_train training problems and n_heldout held-out ones.
+
+    heldout="params": held-out problems come from the training templates with freshly drawn
+    parameters and test inputs, and no held-out instruction occurs in training (the model must
+    read the parameters from the instruction, not recall an answer). heldout="templates":
+    held-out problems come from whole templates never seen in training (composition; beyond
+    what the tiny model learns in a CPU demo, kept for larger runs).
+    """
+    if heldout not in HELDOUT_MODES:
+        raise ValueError(f"heldout={heldout!r}: expected one of {HELDOUT_MODES}")
     rng = np.random.default_rng(seed)
     train_t, held_t = templates()
-    out = []
-    for split, tpls, n in (("train", train_t, n_train), ("heldout", held_t, n_heldout)):
-        probs = []
-        for i in range(n):
-            t = tpls[i % len(tpls)] if i < len(tpls) else tpls[_ri(rng, 0, len(tpls) - 1)]
-            probs.append(make_problem(t, rng, f"{split}-{i:05d}-{t.name}", split))
-        out.append(probs)
-    return out[0], out[1]
+    if heldout == "params":
+        train_t = train_t + held_t
+    train = _draw(train_t, n_train, rng, "train")
+    if heldout == "templates":
+        return train, _draw(held_t, n_heldout, rng, "heldout")
+    seen = {d.problem.instruction for d in train}
+    # only templates with parameters can give an instruction that training has not seen
+    param_t = [t for t in train_t if len({t.build(np.random.default_rng(i))[1]
+                                          for i in range(4)}) > 1]
+    held: list[DemoProblem] = []
+    attempt = misses = 0
+    # round robin over templates, a used-up template is just skipped; give up once every
+    # template has missed many times in a row (the space of instructions is exhausted)
+    while len(held) < n_heldout and misses < 20 * len(param_t):
+        t = param_t[attempt % len(param_t)]
+        attempt += 1
+        dp = make_problem(t, rng, f"heldout-{len(held):05d}-{t.name}", "heldout")
+        if dp.problem.instruction in seen:
+            misses += 1
+            continue
+        misses = 0
+        seen.add(dp.problem.instruction)
+        held.append(dp)
+    if len(held) < n_heldout:
+        raise ValueError(f"could only draw {len(held)} of {n_heldout} held-out problems whose "
+                         "instruction is not in training: ask for fewer")
+    return train, held
+
+
+def _draw(tpls: Sequence[Template], n: int, rng: np.random.Generator, split: str
+          ) -> list[DemoProblem]:
+    """n problems: each template once in order, then templates at random."""
+    probs = []
+    for i in range(n):
+        t = tpls[i % len(tpls)] if i < len(tpls) else tpls[_ri(rng, 0, len(tpls) - 1)]
+        probs.append(make_problem(t, rng, f"{split}-{i:05d}-{t.name}", split))
+    return probs
 
 
 # ---- teacher responses -------------------------------------------------------------------
