@@ -7,6 +7,14 @@ with the RRTF template, answered by `megatron_rrtf.eval.generate`, reduced to co
   heldout/pass@1 (greedy)        one greedy answer per problem
   heldout/pass@k (T=t, n=n)      n sampled answers per problem, unbiased pass@k (eval.passk)
 
+`evaluate_model` adds, when asked, the public benchmarks of `mrrtf eval`
+(`megatron_rrtf.eval.checkpoint_eval`) to the same column, so alignment gains and what it costs
+elsewhere sit in one table:
+  humaneval/greedy/pass@1, humaneval/sampled/pass@k   HumanEval (bundled), prompt as published
+  infill/<format>/<mask type>/pass@1                  HumanEval infilling, unchanged-or-better
+                                                      is the bar (PanGu-Coder2 reports no
+                                                      infilling; our base is an infilling model)
+
 `comparison` puts several models' metric dicts side by side against a baseline column: per
 metric and per compared model {"before", "after", "delta"}; `comparison_markdown` renders it.
 """
@@ -22,6 +30,7 @@ from typing import Any
 
 from megatron_rrtf.config.rrtf import RRTFConfig
 from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 from megatron_rrtf.eval.passk import mean_pass_at_k
 from megatron_rrtf.rrtf.batch import rrtf_config_template
 from megatron_rrtf.rrtf.extract import extract_code
@@ -120,6 +129,34 @@ def as_hf_dir(model: str | Path, export_to: str | Path) -> Path:
 
         export_checkpoint(model, export_to)
     return export_to
+
+
+def benchmark_metrics(hf_dir: str | Path, options: EvalOptions) -> dict[str, float]:
+    """HumanEval / infilling pass rates of one HF model dir (the `summary` of `mrrtf eval`)."""
+    from megatron_rrtf.eval.checkpoint_eval import evaluate_checkpoint
+
+    summary = evaluate_checkpoint(hf_dir, options)["summary"]
+    lost = summary.pop("sandbox_harness_errors", 0)
+    if lost:
+        log.warning("%s: %d benchmark verdicts were lost to sandbox harness errors (counted "
+                    "as failures)", hf_dir, lost)
+    return {k: v for k, v in summary.items() if v is not None}
+
+
+def evaluate_model(model: str | Path, export_to: str | Path, problems: Sequence[Problem],
+                   cfg: RRTFConfig, settings: HeldoutEval,
+                   benchmarks: EvalOptions | None = None) -> dict[str, float]:
+    """One table column: held-out pass@k of `model` (HF, run or step dir; exported to
+    `export_to` when not HF) and, with `benchmarks`, its HumanEval / infilling rows."""
+    from megatron_rrtf.parallel.init import destroy_parallel
+
+    hf = as_hf_dir(model, export_to)
+    destroy_parallel()  # export may have initialised megatron's groups; generation needs none
+    metrics = heldout_metrics(problems, hf_model_generate(hf, settings, cfg.stop_markers), cfg,
+                              settings)
+    if benchmarks is not None:
+        metrics |= benchmark_metrics(hf, benchmarks)
+    return metrics
 
 
 def comparison(columns: Mapping[str, Mapping[str, float]], baseline: str = "before"
