@@ -22,19 +22,28 @@ from typing import Any
 
 from megatron_rrtf.config import RunConfig, load_config
 from megatron_rrtf.errors import CheckpointError
+from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = "configs/rrtf/tiny_demo.yaml"
 COLUMNS = ("before", "after RRTF", "after SFT-only")
+DEMO_BENCHMARKS = EvalOptions(tasks=("humaneval", "infill"), num_samples=5, ks=(1, 5),
+                              max_new_tokens=64, infill_tasks=20, infill_formats=("span",),
+                              progress=False)
+"""HumanEval (all 164; greedy pass@1, pass@1/5 of 5 samples at T=0.8) and 20 infilling tasks per
+mask type in the span format the demo model was pretrained on: sized for the CPU demo budget."""
 
 
 def write_demo_data(out: Path, n_train: int, n_heldout: int, seed: int,
-                    teacher_per_problem: int = 2, correct_fraction: float = 0.7) -> dict[str, Path]:
+                    teacher_per_problem: int = 2, correct_fraction: float = 0.7,
+                    heldout_mode: str = "params") -> dict[str, Path]:
+    """train/heldout/teacher JSONL files under `out` (heldout_mode: see
+    demo_problems.generate_demo_problems)."""
     from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
 
     out.mkdir(parents=True, exist_ok=True)
-    train, held = generate_demo_problems(n_train, n_heldout, seed)
+    train, held = generate_demo_problems(n_train, n_heldout, seed, heldout_mode)
     paths = {name: out / f"{name}.jsonl" for name in ("train", "heldout", "teacher")}
     for name, probs in (("train", train), ("heldout", held)):
         paths[name].write_text("".join(json.dumps(d.to_json()) + "\n" for d in probs))
@@ -63,33 +72,26 @@ def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: in
     return config.validate()
 
 
-def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 200,
+def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 400,
                   n_heldout: int = 100, config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
-                  overrides: Sequence[str] = (), sft_baseline: bool = True) -> dict[str, Any]:
-    """One seed of the demo; returns {"metrics": {column: {...}}, "table", "seconds"}."""
-    from align.evaluate import (
-        HeldoutEval,
-        as_hf_dir,
-        heldout_metrics,
-        hf_model_generate,
-        write_comparison,
-    )
+                  overrides: Sequence[str] = (), sft_baseline: bool = True,
+                  benchmarks: EvalOptions | None = DEMO_BENCHMARKS,
+                  heldout_mode: str = "params") -> dict[str, Any]:
+    """One seed of the demo; returns {"metrics": {column: {...}}, "table", "seconds"}.
+    `benchmarks`: the HumanEval / infilling rows of every column (None: held-out rows only)."""
+    from align.evaluate import HeldoutEval, evaluate_model, write_comparison
     from align.rounds import run_rounds
-    from megatron_rrtf.parallel.init import destroy_parallel
     from megatron_rrtf.rrtf.problems import load_problems
 
     t0 = time.time()
     pretrained, out = Path(pretrained), Path(out) / f"seed_{seed}"
-    data = write_demo_data(out / "data", n_train, n_heldout, seed)
+    data = write_demo_data(out / "data", n_train, n_heldout, seed, heldout_mode=heldout_mode)
     rrtf_cfg = demo_config(pretrained, out / "rrtf", data, seed, config_paths, overrides)
     heldout, _ = load_problems(data["heldout"])
     settings = HeldoutEval(max_new_tokens=rrtf_cfg.rrtf.student.max_new_tokens, seed=seed)
 
     def evaluate(model: Path, hf_dir: Path) -> dict[str, float]:
-        hf = as_hf_dir(model, hf_dir)
-        destroy_parallel()
-        gen = hf_model_generate(hf, settings, rrtf_cfg.rrtf.stop_markers)
-        return heldout_metrics(heldout, gen, rrtf_cfg.rrtf, settings)
+        return evaluate_model(model, hf_dir, heldout, rrtf_cfg.rrtf, settings, benchmarks)
 
     columns: dict[str, dict[str, float]] = {}
     columns["before"] = evaluate(pretrained, out / "before_hf")

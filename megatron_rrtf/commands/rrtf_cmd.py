@@ -20,6 +20,9 @@ import logging
 import os
 from pathlib import Path
 
+HELDOUT_MODES = ("params", "templates")
+"""= rrtf.demo_problems.HELDOUT_MODES, not imported so that parsing stays light (numpy)."""
+
 HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo"
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--teacher-per-problem", type=int, default=2)
     d.add_argument("--correct-fraction", type=float, default=0.7)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--heldout-mode", choices=HELDOUT_MODES, default="params",
+                   help="params: training templates with unseen parameters; templates: "
+                        "whole templates never seen in training (harder)")
     d.set_defaults(_step=_demo_data)
 
     c = sub.add_parser("decontaminate", help="drop problems overlapping HumanEval")
@@ -99,6 +105,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--temperature", type=float, default=0.8)
     v.add_argument("--ks", default="1,5", help="comma-separated k (k <= samples kept)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--benchmarks", default="none",
+                   help="also score every model on public benchmarks, comma-separated: "
+                        "humaneval, infill (as `mrrtf eval`), or none")
+    v.add_argument("--humaneval-samples", type=int, default=10,
+                   help="sampled HumanEval completions per problem for pass@k (0: greedy only)")
+    v.add_argument("--humaneval-limit", type=int, default=None,
+                   help="first N HumanEval problems only (default: all 164)")
+    v.add_argument("--infill-tasks", type=int, default=100, help="infilling tasks per mask type")
     v.set_defaults(_step=_eval)
 
     m = sub.add_parser("demo", help="CPU demo on the tiny pretrained model: held-out pass@1 "
@@ -107,9 +121,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--out", default="demo_out/rrtf")
     m.add_argument("--seeds", default="1", help="comma-separated seeds (data, sampling, "
                                                 "training order)")
-    m.add_argument("--train", type=int, default=200, help="training problems")
+    m.add_argument("--train", type=int, default=400, help="training problems")
     m.add_argument("--heldout", type=int, default=100, help="held-out problems")
+    m.add_argument("--heldout-mode", choices=HELDOUT_MODES, default="params",
+                   help="held-out split (see `rrtf demo-data --help`)")
     m.add_argument("--no-sft", action="store_true", help="skip the SFT-only baseline")
+    m.add_argument("--no-benchmarks", action="store_true",
+                   help="held-out rows only (skip HumanEval and infilling: faster seed sweeps)")
     m.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (1 is much faster on a shared, busy CPU)")
     m.add_argument("overrides", nargs="*", help="key=value overrides of "
@@ -122,17 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
+    from align.demo import write_demo_data
 
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train, held = generate_demo_problems(args.train, args.heldout, args.seed)
-    for name, probs in (("train", train), ("heldout", held)):
-        (out / f"{name}.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in probs))
-    recs = teacher_records(train, args.teacher_per_problem, args.correct_fraction, args.seed)
-    (out / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    print(f"wrote {len(train)} train, {len(held)} held-out problems and {len(recs)} teacher "
-          f"responses to {out}")
+    paths = write_demo_data(Path(args.out_dir), args.train, args.heldout, args.seed,
+                            args.teacher_per_problem, args.correct_fraction, args.heldout_mode)
+    counts = {name: len(p.read_text().splitlines()) for name, p in paths.items()}
+    print(f"wrote {counts['train']} train, {counts['heldout']} held-out problems and "
+          f"{counts['teacher']} teacher responses to {args.out_dir}")
     return 0
 
 
@@ -260,17 +274,11 @@ def _run_rounds(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from align.evaluate import (
-        HeldoutEval,
-        as_hf_dir,
-        heldout_metrics,
-        hf_model_generate,
-        write_comparison,
-    )
+    from align.evaluate import HeldoutEval, evaluate_model, write_comparison
     from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
     from megatron_rrtf.errors import ConfigError
-    from megatron_rrtf.parallel.init import destroy_parallel
+    from megatron_rrtf.eval.checkpoint_eval import EvalOptions
     from megatron_rrtf.rrtf.problems import load_problems
 
     paths, overrides = split_configs_and_overrides(args.configs)
@@ -281,19 +289,24 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
     settings = HeldoutEval(samples=args.samples, temperature=args.temperature, ks=ks,
                            max_new_tokens=cfg.student.max_new_tokens, seed=args.seed)
+    tasks = tuple(t for t in args.benchmarks.split(",") if t and t != "none")
+    benchmarks = None
+    if tasks:
+        if not set(tasks) <= {"humaneval", "infill"}:
+            raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from humaneval, infill "
+                              "(comma-separated) or none")
+        benchmarks = EvalOptions(tasks=tasks, num_samples=args.humaneval_samples,
+                                 limit=args.humaneval_limit, infill_tasks=args.infill_tasks,
+                                 seed=args.seed)
     problems, _ = load_problems(args.problems)
     models = {"before": args.before}
     for i, item in enumerate(args.after):
         name, _, path = item.rpartition("=")
         models[name or ("after" if len(args.after) == 1 else f"after_{i + 1}")] = path
-    columns = {}
     out = Path(args.out)
-    for name, path in models.items():
-        hf = as_hf_dir(path, out.parent / f"{out.name}_{name.replace(' ', '_')}_hf")
-        destroy_parallel()
-        columns[name] = heldout_metrics(problems, hf_model_generate(hf, settings,
-                                                                    cfg.stop_markers),
-                                        cfg, settings)
+    columns = {name: evaluate_model(path, out.parent / f"{out.name}_{name.replace(' ', '_')}_hf",
+                                    problems, cfg, settings, benchmarks)
+               for name, path in models.items()}
     write_comparison(out, columns)
     print(Path(str(out) + ".md").read_text(), end="")
     print(f"-> {out}.md, {out}.json")
@@ -301,7 +314,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from align.demo import run_rrtf_demo, seeds_summary
+    from align.demo import DEMO_BENCHMARKS, run_rrtf_demo, seeds_summary
     from megatron_rrtf.errors import ConfigError
 
     try:
@@ -316,7 +329,9 @@ def _demo(args: argparse.Namespace) -> int:
     results = []
     for seed in seeds:
         results.append(run_rrtf_demo(args.pretrained, args.out, seed, args.train, args.heldout,
-                                     overrides=args.overrides, sft_baseline=not args.no_sft))
+                                     overrides=args.overrides, sft_baseline=not args.no_sft,
+                                     benchmarks=None if args.no_benchmarks else DEMO_BENCHMARKS,
+                                     heldout_mode=args.heldout_mode))
         print(Path(args.out, f"seed_{seed}", "eval.md").read_text(), end="")
     table = seeds_summary(results)
     Path(args.out).mkdir(parents=True, exist_ok=True)
