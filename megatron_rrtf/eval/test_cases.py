@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import ast
 import textwrap
+import threading
 from dataclasses import dataclass
+
+
+_PARSE_LOCK = threading.Lock()
+"""CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per thread: two
+threads in ast.parse at once (a thread switch inside it, e.g. a GC finalizer running Python
+code) raise "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905 and
+relatives). `run_many` plans tests from a thread pool, so parsing is serialised here."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,8 @@ def split_tests(tests: str, entry_point: str | None) -> TestPlan:
     `check(candidate)`: the module's other top-level statements run first (as set-up or cases),
     then `check`'s body with `candidate` bound to the entry point.
     """
-    module = ast.parse(tests)
+    with _PARSE_LOCK:
+        module = ast.parse(tests)
     check = None
     if entry_point is not None:
         for stmt in module.body:
