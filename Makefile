@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-rrtf compare-demo test lint install clean
+.PHONY: demo compare-demo test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,10 +24,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
 
 demo: $(STAMP)
-	$(BIN)/mrrtf demo --out demo_out --no-rrtf
-
-# demo + stage [4/4]: RRTF vs SFT-only on the demo problem family (slower; see docs/rrtf.md)
-demo-rrtf: $(STAMP)
 	$(BIN)/mrrtf demo --out demo_out
 
 compare-demo: $(STAMP)
