@@ -31,9 +31,23 @@ def _entry(rank: int, world: int, port: int, out_dir: str, fn: Callable, args: t
     destroy_parallel()
 
 
+PORT_ATTEMPTS = 3
+
+
 def run_distributed(fn: Callable, world_size: int = 2, *args) -> list:
-    """Spawn `world_size` processes running fn(*args) with torch.distributed env vars set."""
-    with tempfile.TemporaryDirectory() as out_dir:
-        mp.start_processes(_entry, args=(world_size, _free_port(), out_dir, fn, args),
-                           nprocs=world_size, join=True, start_method="spawn")
-        return [pickle.loads(Path(out_dir, f"rank{r}.pkl").read_bytes()) for r in range(world_size)]
+    """Spawn `world_size` processes running fn(*args) with torch.distributed env vars set.
+
+    The rendezvous port is free when picked but may be taken before rank 0 binds it (the other
+    pytest worker's gloo sockets use ephemeral ports too): that start is retried on a new port."""
+    for attempt in range(PORT_ATTEMPTS):
+        with tempfile.TemporaryDirectory() as out_dir:
+            try:
+                mp.start_processes(_entry, args=(world_size, _free_port(), out_dir, fn, args),
+                                   nprocs=world_size, join=True, start_method="spawn")
+            except mp.ProcessRaisedException as e:
+                if "EADDRINUSE" in str(e) and attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                raise
+            return [pickle.loads(Path(out_dir, f"rank{r}.pkl").read_bytes())
+                    for r in range(world_size)]
+    raise AssertionError("unreachable")

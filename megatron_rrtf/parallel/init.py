@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -12,12 +11,6 @@ from megatron.core import parallel_state, tensor_parallel
 
 from megatron_rrtf.config import ParallelConfig
 from megatron_rrtf.parallel import cpu_compat
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_distributed(backend: str = "auto") -> tuple[int, int]:
@@ -33,9 +26,10 @@ def init_distributed(backend: str = "auto") -> tuple[int, int]:
     timeout = datetime.timedelta(minutes=10)
     if "RANK" in os.environ:  # torchrun (or tests/distributed.py) set the rendezvous variables
         dist.init_process_group(backend=backend, timeout=timeout)
-    else:  # a world of one; leaves os.environ alone so child processes start clean
-        dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
-                                rank=0, world_size=1, timeout=timeout)
+    else:  # a world of one: an in-memory store, so no TCP port to race other jobs for, and
+        # os.environ is left alone so child processes start clean
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
 
 
