@@ -16,12 +16,13 @@ from tests.pretrain_runs import pretrain_config
 SEEDS = (1, 2)
 MARGIN = 0.3
 """Held-out pass@1 must rise by at least this much for every seed. Measured 2026-11-30 (2-core
-CPU): 0.0 -> 0.575 (seed 1) and 0.0 -> 0.625 (seed 2) at 800 steps; 400 steps gave only 0.075
+CPU): 0.0 -> 0.55 (seed 1) and 0.0 -> 0.65 (seed 2) at 800 steps, one torch thread; 400 steps gave only 0.075
 and 0.025, the model crosses from format-right-constants-wrong to reading the constants between."""
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("rrtf_demo")
+@pytest.mark.usefixtures("one_torch_thread")  # leaves the other core to the other test worker
 def test_rrtf_demo_raises_heldout_pass_at_1_on_every_seed(tiny_data_config, tmp_path):
     from align.demo import run_rrtf_demo
     from megatron_rrtf.parallel.init import destroy_parallel
