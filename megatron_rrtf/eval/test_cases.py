@@ -18,7 +18,6 @@ import textwrap
 import threading
 from dataclasses import dataclass
 
-
 _PARSE_LOCK = threading.Lock()
 """CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per thread: two
 threads in ast.parse at once (a thread switch inside it, e.g. a GC finalizer running Python
