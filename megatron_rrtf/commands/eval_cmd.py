@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from megatron_rrtf.commands.arglists import csv_ints, csv_items
+
 HELP = "evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infilling (span, FIM)"
 
 
@@ -38,12 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (1 is fastest for tiny models on a shared CPU)")
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.errors import ConfigError
     from megatron_rrtf.eval.checkpoint_eval import (
         EvalOptions,
         default_results_path,
@@ -52,15 +49,13 @@ def run(args: argparse.Namespace) -> int:
         write_results,
     )
 
-    try:
-        ks = tuple(int(k) for k in _csv(args.ks))
-    except ValueError:
-        raise ConfigError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
-    options = EvalOptions(tasks=_csv(args.tasks), limit=args.limit, num_samples=args.samples,
-                          ks=ks, temperature=args.temperature, top_p=args.top_p,
+    options = EvalOptions(tasks=csv_items(args.tasks), limit=args.limit,
+                          num_samples=args.samples, ks=csv_ints(args.ks, "--ks"),
+                          temperature=args.temperature, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           infill_tasks=args.infill_tasks or None,
-                          infill_formats=_csv(args.infill_formats), ppl_samples=args.ppl_samples,
+                          infill_formats=csv_items(args.infill_formats),
+                          ppl_samples=args.ppl_samples,
                           timeout_s=args.timeout, workers=args.workers, seed=args.seed,
                           device=args.device, threads=args.threads)
     resolve_checkpoint(args.checkpoint)  # a bad path fails here, before any work

@@ -7,6 +7,8 @@ import argparse
 import json
 import logging
 
+from megatron_rrtf.commands.arglists import csv_ints
+
 HELP = "sample a HF model on HumanEval and score the completions in the sandbox (pass@k)"
 
 logger = logging.getLogger(__name__)
@@ -28,14 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.errors import ConfigError
     from megatron_rrtf.eval.generate import HUMANEVAL_STOP, SamplingConfig, generate, load_model
     from megatron_rrtf.eval.humaneval import evaluate_completions, load_problems
 
-    try:
-        ks = tuple(int(k) for k in args.ks.split(","))
-    except ValueError:
-        raise ConfigError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+    ks = csv_ints(args.ks, "--ks")
     problems = load_problems()
     if args.limit is not None:
         problems = dict(list(problems.items())[: args.limit])

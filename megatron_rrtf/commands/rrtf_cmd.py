@@ -20,6 +20,8 @@ import logging
 import os
 from pathlib import Path
 
+from megatron_rrtf.commands.arglists import csv_ints, csv_items
+
 HELDOUT_MODES = ("params", "templates")
 """= rrtf.demo_problems.HELDOUT_MODES, not imported so that parsing stays light (numpy)."""
 
@@ -112,7 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sampled HumanEval completions per problem for pass@k (0: greedy only)")
     v.add_argument("--humaneval-limit", type=int, default=None,
                    help="first N HumanEval problems only (default: all 164)")
-    v.add_argument("--infill-tasks", type=int, default=100, help="infilling tasks per mask type")
+    v.add_argument("--infill-tasks", type=int, default=100,
+                   help="infilling tasks per mask type (0: all, as `mrrtf eval`)")
     v.set_defaults(_step=_eval)
 
     m = sub.add_parser("demo", help="CPU demo on the tiny pretrained model: held-out pass@1 "
@@ -283,20 +286,18 @@ def _eval(args: argparse.Namespace) -> int:
 
     paths, overrides = split_configs_and_overrides(args.configs)
     cfg = load_config(paths, overrides).rrtf
-    try:
-        ks = tuple(int(k) for k in args.ks.split(","))
-    except ValueError:
-        raise ConfigError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
-    settings = HeldoutEval(samples=args.samples, temperature=args.temperature, ks=ks,
+    settings = HeldoutEval(samples=args.samples, temperature=args.temperature,
+                           ks=csv_ints(args.ks, "--ks"),
                            max_new_tokens=cfg.student.max_new_tokens, seed=args.seed)
-    tasks = tuple(t for t in args.benchmarks.split(",") if t and t != "none")
+    tasks = tuple(t for t in csv_items(args.benchmarks) if t != "none")
     benchmarks = None
     if tasks:
         if not set(tasks) <= {"humaneval", "infill"}:
             raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from humaneval, infill "
                               "(comma-separated) or none")
         benchmarks = EvalOptions(tasks=tasks, num_samples=args.humaneval_samples,
-                                 limit=args.humaneval_limit, infill_tasks=args.infill_tasks,
+                                 limit=args.humaneval_limit,
+                                 infill_tasks=args.infill_tasks or None,
                                  seed=args.seed)
     problems, _ = load_problems(args.problems)
     models = {"before": args.before}
@@ -315,13 +316,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from align.demo import DEMO_BENCHMARKS, run_rrtf_demo, seeds_summary
-    from megatron_rrtf.errors import ConfigError
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") \
-            from None
+    seeds = csv_ints(args.seeds, "--seeds")
     if args.threads:
         import torch
 
