@@ -16,8 +16,9 @@ from tests.pretrain_runs import pretrain_config
 SEEDS = (1, 2)
 MARGIN = 0.3
 """Held-out pass@1 must rise by at least this much for every seed. Measured 2026-11-30 (2-core
-CPU): 0.0 -> 0.55 (seed 1) and 0.0 -> 0.65 (seed 2) at 800 steps, one torch thread; 400 steps gave only 0.075
-and 0.025, the model crosses from format-right-constants-wrong to reading the constants between."""
+CPU, one torch thread): 0.0 -> 0.55 (seed 1) and 0.0 -> 0.65 (seed 2) at 800 steps; 400 steps
+gave only 0.075 and 0.025: in between, the model goes from the right format with wrong
+constants to reading the constants from the instruction."""
 
 
 @pytest.mark.slow
