@@ -3,7 +3,7 @@
 Held-out problems (the demo family's held-out templates, or any problems JSONL) are prompted
 with the RRTF template, answered by `megatron_rrtf.eval.generate`, reduced to code by the same
 `extract_code` rule as ranking and training, and run against their tests in the sandbox
-(`megatron_rrtf.eval.sandbox.run_many`). Metrics:
+(`megatron_rrtf.sandbox.run_many`). Metrics:
   heldout/pass@1 (greedy)        one greedy answer per problem
   heldout/pass@k (T=t, n=n)      n sampled answers per problem, unbiased pass@k (eval.passk)
 
@@ -64,7 +64,7 @@ class HeldoutEval:
 
 
 def _default_run_many(workers: int | None = None) -> RunMany:
-    from megatron_rrtf.eval.sandbox import Job, run_many
+    from megatron_rrtf.sandbox import Job, run_many
 
     def run(jobs: list[dict[str, Any]]) -> list[Any]:
         return run_many([Job(**j) for j in jobs], workers=workers)

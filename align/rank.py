@@ -3,7 +3,7 @@
 Responses come from the problems file's own `responses` field and from response JSONL files,
 one response per line: {"problem_id": ..., "text": ..., "source": "student" | "teacher:<m>"}
 (other keys are ignored). The code of each response is taken with `extract_code` and run
-against the problem's tests outside this process by `megatron_rrtf.eval.sandbox.run_many`.
+against the problem's tests outside this process by `megatron_rrtf.sandbox.run_many`.
 
 Output: one line per problem, responses best first:
   {"id", "instruction", "tests", "entry_point", "responses": [{"text", "code", "source",
@@ -32,7 +32,7 @@ from megatron_rrtf.rrtf.ranking import (
 log = logging.getLogger(__name__)
 
 RunMany = Callable[[list[Any]], list[Any]]
-"""jobs -> execution results, in order (megatron_rrtf.eval.sandbox.run_many's shape)."""
+"""jobs -> execution results, in order (megatron_rrtf.sandbox.run_many's shape)."""
 
 
 def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
@@ -49,7 +49,7 @@ def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
 
 
 def _default_run_many() -> RunMany:
-    from megatron_rrtf.eval.sandbox import Job, run_many
+    from megatron_rrtf.sandbox import Job, run_many
 
     def run(jobs: list[Any]) -> list[Any]:
         return run_many([Job(**j) for j in jobs])

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megatron_rrtf.eval import sandbox  # noqa: E402
 from megatron_rrtf.eval.humaneval import load_problems, make_job  # noqa: E402
-from megatron_rrtf.eval.sandbox import run_many  # noqa: E402
+from megatron_rrtf.sandbox import run_many  # noqa: E402
+from megatron_rrtf.sandbox.zygote import shared_client  # noqa: E402
 
 
 def baseline_check_correctness():
@@ -63,7 +63,7 @@ def bench_execution(workers: int, rounds: int) -> None:
     jobs = [make_job(p, p["canonical_solution"]) for p in problems.values()]
     check_correctness = baseline_check_correctness()
     run_many(jobs[:4], workers=workers)  # start the fork server outside the timing
-    zygote_pid = sandbox._ZYGOTE[1]._proc.pid
+    zygote_pid = shared_client()._proc.pid
     ratios, lines = [], []
     for r in range(rounds):  # interleaved, so both see the same machine load
         cpu0, z0, start = _cpu_self_and_children(), _cpu_of_process_tree(zygote_pid), time.perf_counter()

@@ -15,7 +15,7 @@ from megatron_rrtf.eval.humaneval import (
     load_problems,
     make_job,
 )
-from megatron_rrtf.eval.sandbox import run_many
+from megatron_rrtf.sandbox import run_many
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 

@@ -7,7 +7,7 @@ import pytest
 from megatron_rrtf.errors import ConfigError
 from megatron_rrtf.eval.humaneval import load_problems
 from megatron_rrtf.eval.infill import build_infill_tasks, evaluate_infills, random_span_tasks
-from megatron_rrtf.eval.sandbox import SandboxLimits
+from megatron_rrtf.sandbox import SandboxLimits
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 

@@ -5,7 +5,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from megatron_rrtf.errors import DataError
-from megatron_rrtf.eval.sandbox import ExecutionResult
 from megatron_rrtf.rrtf.ranking import (
     category,
     outcome_distribution,
@@ -13,6 +12,7 @@ from megatron_rrtf.rrtf.ranking import (
     score,
     valid_rrtf_pairs,
 )
+from megatron_rrtf.sandbox import ExecutionResult
 
 
 def Result(outcome, tests_passed=0, tests_total=4, error_type=None):  # noqa: N802

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from megatron_rrtf.errors import DataError
-from megatron_rrtf.eval.sandbox import (
+from megatron_rrtf.sandbox import (
     ExecutionResult,
     Job,
     SandboxLimits,
@@ -125,17 +125,17 @@ def test_run_many_keeps_job_order():
 
 
 def test_a_dead_fork_server_is_replaced_on_the_next_run():
-    from megatron_rrtf.eval import sandbox
+    from megatron_rrtf.sandbox import zygote
 
     assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
-    old = sandbox._zygote()
+    old = zygote.shared_client()
     os.kill(old._proc.pid, 9)
     old._proc.wait(timeout=10)
     deadline = time.monotonic() + 10
     while old.alive and time.monotonic() < deadline:
         time.sleep(0.01)
     assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
-    assert sandbox._zygote() is not old
+    assert zygote.shared_client() is not old
 
 
 def test_fork_server_started_with_descriptors_above_1024_works():
@@ -143,7 +143,7 @@ def test_fork_server_started_with_descriptors_above_1024_works():
     the fork server's control socket then has a number beyond select()'s FD_SETSIZE."""
     import resource
 
-    from megatron_rrtf.eval import sandbox
+    from megatron_rrtf.sandbox import zygote
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200 and (hard == resource.RLIM_INFINITY or hard >= 1200):
@@ -152,7 +152,7 @@ def test_fork_server_started_with_descriptors_above_1024_works():
         pytest.skip("RLIMIT_NOFILE below 1200")
     filler = []
     try:
-        old = sandbox._zygote()
+        old = zygote.shared_client()
         os.kill(old._proc.pid, 9)
         old._proc.wait(timeout=10)
         deadline = time.monotonic() + 10
@@ -162,7 +162,7 @@ def test_fork_server_started_with_descriptors_above_1024_works():
         while not filler or filler[-1] < 1100:  # every number below 1100 is taken now
             filler.append(os.open(os.devnull, os.O_RDONLY))
         assert run_program(ADD, "assert add(1, 1) == 2").outcome == "passed"
-        assert sandbox._zygote()._sock.fileno() > 1024
+        assert zygote.shared_client()._sock.fileno() > 1024
         assert run_program(ADD, "assert add(1, 1) == 3").outcome == "failed"
     finally:
         for fd in filler:
@@ -384,7 +384,7 @@ def test_killing_the_parent_is_refused():
 NON_ROOT_SCRIPT = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
-from megatron_rrtf.eval.sandbox import SandboxLimits, run_program
+from megatron_rrtf.sandbox import SandboxLimits, run_program
 program = """
 import os, socket
 def probe():

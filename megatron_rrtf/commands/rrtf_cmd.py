@@ -230,8 +230,8 @@ def _rank(args: argparse.Namespace) -> int:
     extra = read_responses(args.responses)
     run_many = None
     if args.workers is not None:
-        from megatron_rrtf.eval.sandbox import Job
-        from megatron_rrtf.eval.sandbox import run_many as sandbox_run_many
+        from megatron_rrtf.sandbox import Job
+        from megatron_rrtf.sandbox import run_many as sandbox_run_many
 
         def run_many(jobs):
             return sandbox_run_many([Job(**j) for j in jobs], workers=args.workers)

@@ -1,3 +1,3 @@
-"""Evaluation: a sandbox whose verdicts the candidate cannot forge, pass@k, HumanEval, infilling
-tasks and batched sampling. Import the submodules directly; this package imports nothing heavy
-because the sandbox's child processes import parts of it at start-up."""
+"""Evaluation: pass@k, HumanEval, infilling tasks and their prompt formats, held-out perplexity,
+checkpoint evaluation (`mrrtf eval`) and run comparison reports. Programs are scored by
+`megatron_rrtf.sandbox`; completions come from `megatron_rrtf.generation`."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.eval.passk import mean_pass_at_k
-from megatron_rrtf.eval.sandbox import ExecutionResult, Job, SandboxLimits, run_many
+from megatron_rrtf.sandbox import ExecutionResult, Job, SandboxLimits, run_many
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 from megatron_rrtf.errors import ConfigError, DataError
 from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS
 from megatron_rrtf.eval.passk import mean_pass_at_k
-from megatron_rrtf.eval.sandbox import Job, SandboxLimits, run_many
+from megatron_rrtf.sandbox import Job, SandboxLimits, run_many
 
 InfillKind = Literal["single_line", "multi_line", "random_span"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from megatron_rrtf.eval.infill import InfillKind, InfillTask, build_infill_tasks, evaluate_infills
-from megatron_rrtf.eval.sandbox import SandboxLimits
 from megatron_rrtf.objectives.prompts import InfillPrompt, fim_prompt, span_infill_prompt
+from megatron_rrtf.sandbox import SandboxLimits
 from megatron_rrtf.tokenizer.special_tokens import (
     EOD,
     EOM,

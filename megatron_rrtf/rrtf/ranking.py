@@ -17,7 +17,7 @@ apart"; partial credit moves within [2, 3). At equal score a teacher response ra
 student one; the loss's tie rule (losses.rrtf_loss tie_weight) gives the same order.
 
 The functions read only `outcome`, `tests_passed` and `tests_total` of the sandbox's
-ExecutionResult (megatron_rrtf.eval.sandbox), so this module does not import the sandbox.
+ExecutionResult (megatron_rrtf.sandbox), so this module does not import the sandbox.
 """
 
 from __future__ import annotations

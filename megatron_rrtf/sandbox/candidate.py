@@ -4,7 +4,7 @@ before the program's first line, then loading the program and answering calls wi
 Runs as root only up to `drop_privileges`; everything after that line, including
 this module's own serving loop, is assumed to be under the candidate's control: the candidate can
 rewrite the loop, the encoder, or the pipe. That is fine, because all it can ever send is plain
-data to the test process, which decides pass/fail itself (see test_process).
+data to the test process, which decides pass/fail itself (see judge.py).
 
 Standard library only.
 """
@@ -20,8 +20,8 @@ import traceback
 import types
 from typing import Any
 
-from megatron_rrtf.eval import confinement
-from megatron_rrtf.eval.wire import (
+from megatron_rrtf.sandbox import confinement
+from megatron_rrtf.sandbox.wire import (
     WireError,
     decode_value,
     encode_value,

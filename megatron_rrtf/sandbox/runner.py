@@ -7,9 +7,9 @@ Design (docs/sandbox.md has the threat model):
   root), rlimits on CPU, memory, file size and processes, scrubbed environment, stdin closed;
 - the tests run in another process ("test process") that never executes candidate code: each
   name the program defines is a stand-in that ships plain-data arguments over a pipe and gets a
-  plain-data result back (megatron_rrtf.eval.wire), so every comparison and assert runs here;
+  plain-data result back (megatron_rrtf.sandbox.wire), so every comparison and assert runs here;
 - the test process reports each case's verdict on a pipe the candidate does not hold; the parent
-  (this module) combines that report with what it observed itself (compile errors, wall-clock
+  (this module) combines that report with what it observed itself (verdict.py) (compile errors, wall-clock
   timeout, CPU-limit kills) into an ExecutionResult.
 Processes: a fork server (zygote.py) forks one test process per program; while still privileged
 the test process forks the candidate process (pid 1 of a new pid namespace), then both drop to
@@ -18,14 +18,10 @@ their own uids.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import selectors
 import shutil
-import signal
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -33,19 +29,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from megatron_rrtf.errors import DataError, SandboxError
-from megatron_rrtf.eval.test_cases import TestPlan, split_tests
-from megatron_rrtf.eval.wire import messages_in, write_message
-from megatron_rrtf.eval.zygote import ZygoteClient
+from megatron_rrtf.sandbox.case_plan import split_tests
+from megatron_rrtf.sandbox.verdict import ExecutionResult, Observed, decide
+from megatron_rrtf.sandbox.wire import messages_in, write_message
+from megatron_rrtf.sandbox.zygote import shared_client
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["passed", "failed", "error", "timeout", "syntax_error"]
-
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _OUTPUT_DRAIN_FACTOR = 64
 """Output beyond max_output_bytes is read and dropped up to this many times the cap, then the
 pipe is closed (a program that keeps printing then fails on EPIPE)."""
@@ -76,22 +68,6 @@ class SandboxLimits:
                      "max_output_bytes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    """The verdict on one program."""
-
-    outcome: Outcome
-    tests_passed: int
-    tests_total: int
-    failed_test: str | None
-    """Source of the first failing test case (or failing set-up statement)."""
-    error_type: str | None
-    """Exception class name: of the load error (outcome "error") or of the failing test."""
-    duration_s: float
-    output: str
-    """stdout+stderr of both processes, truncated to max_output_bytes."""
 
 
 @dataclass(frozen=True)
@@ -137,62 +113,6 @@ def sandbox_uid_range() -> range:
     return range(start, start + 2 * 1024)
 
 
-def _hidden_dirs() -> list[str]:
-    """Directories the candidate must not read: installed packages (datasets ship inside them),
-    this checkout, home directories, world-writable scratch, plus $MRRTF_SANDBOX_HIDE (a
-    ':'-separated list). Never an ancestor of the standard library the candidate needs."""
-    candidates = {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
-    candidates |= {str(_REPO_ROOT), "/home", "/mnt", "/srv", "/dev/shm", "/var/tmp", "/run/lock"}
-    candidates |= {p for p in os.environ.get("MRRTF_SANDBOX_HIDE", "").split(":") if p}
-    keep = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
-    hidden = []
-    for path in sorted(candidates):
-        real = os.path.realpath(path)
-        if os.path.isdir(real) and not any(k == real or k.startswith(real + os.sep) for k in keep):
-            hidden.append(real)
-    return hidden
-
-
-_HIDDEN = _hidden_dirs()
-_REACHABLE = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)})
-"""The interpreter's own prefix must stay readable for the dropped uid (it may live in /root)."""
-
-
-def _boot_command(module: str) -> list[str]:
-    boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
-            f"from megatron_rrtf.eval.{module} import main; main(json.loads(sys.argv[1]))")
-    return [sys.executable, "-I", "-S", "-c", boot]
-
-
-_ZYGOTE_LOCK = threading.Lock()
-_ZYGOTE: tuple[int, ZygoteClient] | None = None
-
-
-def _zygote() -> ZygoteClient:
-    """This process's fork server, started on first use (again after a fork or if it died)."""
-    global _ZYGOTE
-    with _ZYGOTE_LOCK:
-        if _ZYGOTE is None or _ZYGOTE[0] != os.getpid() or not _ZYGOTE[1].alive:
-            if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
-                logger.warning("the sandbox fork server exited (status %s); starting a new one",
-                               _ZYGOTE[1]._proc.poll())
-                _ZYGOTE[1].close()  # it is gone already: this only releases our socket
-            try:
-                client = ZygoteClient(_boot_command("zygote"), {"PATH": "/usr/bin:/bin"},
-                                      {"hidden": _HIDDEN, "reachable": _REACHABLE})
-            except OSError as exc:
-                raise SandboxError(f"cannot start the sandbox fork server: {exc}") from exc
-            if _ZYGOTE is None:
-                atexit.register(_close_zygote)
-            _ZYGOTE = (os.getpid(), client)
-        return _ZYGOTE[1]
-
-
-def _close_zygote() -> None:
-    if _ZYGOTE is not None and _ZYGOTE[0] == os.getpid():
-        _ZYGOTE[1].close()
-
-
 _SETUP_TIMEOUT_S = 120.0
 """Bound on set-up (fork, namespaces, mounts, privilege drop) before the program's wall clock
 starts; generous because a loaded machine can stretch it to seconds."""
@@ -207,17 +127,8 @@ class _HarnessFailure(Exception):
         self.spawn = spawn
 
 
-@dataclass
-class _Observed:
-    report: bytes
-    output: bytes
-    output_dropped: int
-    timed_out: bool
-    tests_rc: int | None
-
-
 def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxLimits,
-             uids: tuple[int, int] | None, workdir: str | None) -> _Observed:
+             uids: tuple[int, int] | None, workdir: str | None) -> Observed:
     root = uids is not None
     child_limits = {
         "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_mb << 20,
@@ -233,7 +144,7 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
               "uid": uids[1] if root else None, "candidate_uid": uids[0] if root else None,
               "workdir": workdir, "env": env, "entry_point": entry_point}
     try:
-        tester = _zygote().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
+        tester = shared_client().spawn("run", config, {0: in_r, 1: out_w, 2: out_w, 5: rep_w})
     except (OSError, SandboxError) as exc:
         for fd in (out_r, rep_r, in_w):
             os.close(fd)
@@ -310,56 +221,11 @@ def _execute(program: str, tests: str, entry_point: str | None, limits: SandboxL
         raise _HarnessFailure(f"the test process did not get the candidate started within "
                               f"{_SETUP_TIMEOUT_S:.0f} s (exit status {tests_rc}); output: "
                               f"{bytes(output[:500])!r}")
-    return _Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
-
-
-def _first_failure(plan: TestPlan, cases: dict[int, dict]) -> tuple[str | None, str | None]:
-    for index, step in enumerate(plan.steps):
-        if not step.is_case:
-            continue
-        verdict = cases.get(index)
-        if verdict is None:
-            return step.source, None
-        if not verdict.get("passed"):
-            return step.source, verdict.get("error_type")
-    return None, None
-
-
-def _verdict(plan: TestPlan, seen: _Observed) -> tuple[Outcome, int, str | None, str | None]:
-    """(outcome, tests_passed, failed_test, error_type) from the test process's report and what
-    the parent observed. Only the report says a case passed; anything missing counts as failed."""
-    messages = messages_in(seen.report)
-    for message in messages:
-        if message.get("notes"):
-            logger.debug("sandbox set-up notes: %s", message["notes"])
-    cases = {m["case"]: m for m in messages if type(m.get("case")) is int}
-    passed = sum(1 for i, step in enumerate(plan.steps)
-                 if step.is_case and cases.get(i, {}).get("passed") is True)
-    failed_test, error_type = _first_failure(plan, cases)
-    cpu_killed = (seen.tests_rc == -signal.SIGXCPU
-                  or any(m.get("candidate_exit") == "cpu_limit" for m in messages))
-    if seen.timed_out or cpu_killed:
-        return "timeout", passed, failed_test, None
-    done = any(m.get("done") for m in messages)
-    for message in messages:
-        if "load_error" in message:
-            return "error", passed, None, str(message["load_error"])
-        if "missing_entry" in message:
-            return "error", passed, None, "NameError"
-        if "setup_error" in message:
-            index = message["setup_error"]
-            source = plan.steps[index].source if type(index) is int and 0 <= index < len(plan.steps) else None
-            return "failed", passed, source, message.get("error_type")
-    if not done:
-        logger.warning("test process ended without a report (exit %s)", seen.tests_rc)
-        return "error", passed, failed_test, "HarnessError"
-    if plan.num_cases and passed == plan.num_cases:
-        return "passed", passed, None, None
-    return "failed", passed, failed_test, error_type
+    return Observed(bytes(report), bytes(output), dropped, timed_out, tests_rc)
 
 
 def _execute_confined(program: str, tests: str, entry_point: str | None,
-                      limits: SandboxLimits) -> _Observed:
+                      limits: SandboxLimits) -> Observed:
     if os.geteuid() == 0:
         with _UID_SLOTS.acquire() as uids:
             return _execute(program, tests, entry_point, limits, uids, None)
@@ -404,7 +270,7 @@ def run_program(program: str, tests: str, entry_point: str | None = None,
             logger.warning("sandbox harness failed twice: %s", exc)
             return ExecutionResult("error", 0, plan.num_cases, None, "HarnessError",
                                    time.monotonic() - start, str(exc)[: limits.max_output_bytes])
-        outcome, passed, failed_test, error_type = _verdict(plan, seen)
+        outcome, passed, failed_test, error_type = decide(plan, seen)
         if error_type == "HarnessError" and attempt == 1:
             logger.warning("test process ended without a report (exit %s), running the program "
                            "again", seen.tests_rc)

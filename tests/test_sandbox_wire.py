@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from megatron_rrtf.eval.wire import (
+from megatron_rrtf.sandbox.wire import (
     WireError,
     decode_value,
     encode_value,

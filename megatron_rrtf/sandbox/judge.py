@@ -1,7 +1,7 @@
 """The trusted side of the sandbox: runs the test script and decides each test case.
 
 Forked by the sandbox's zygote, reading {"program", "tests"} as one frame on stdin. While still
-privileged it forks the candidate process (candidate_process.launch), then confines itself. The
+privileged it forks the candidate process (candidate.launch), then confines itself. The
 candidate program never runs here. Every name the program defines becomes a
 stand-in: calling it sends the (plain-data) arguments to the candidate process and rebuilds the
 plain-data result here, so `==`, `assert` and every other operation of the test runs on built-in
@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from megatron_rrtf.eval import confinement
-from megatron_rrtf.eval.candidate_process import describe_exit, launch
-from megatron_rrtf.eval.test_cases import TestPlan, split_tests
-from megatron_rrtf.eval.wire import (
+from megatron_rrtf.sandbox import confinement
+from megatron_rrtf.sandbox.candidate import describe_exit, launch
+from megatron_rrtf.sandbox.case_plan import CasePlan, split_tests
+from megatron_rrtf.sandbox.wire import (
     WireError,
     decode_value,
     encode_value,
@@ -154,7 +154,7 @@ def _error_type(exc: BaseException) -> str | None:
     return type(exc).__name__
 
 
-def run_tests(plan: TestPlan, entry_point: str | None, channel: Channel, report) -> None:
+def run_tests(plan: CasePlan, entry_point: str | None, channel: Channel, report) -> None:
     """Run the plan against the candidate; report load, each case, and the end."""
     notes = channel.receive()
     report({"notes": notes.get("setup", [])})

@@ -49,7 +49,7 @@ def _segment(tests: str, stmt: ast.stmt) -> str:
 
 
 @dataclass(frozen=True)
-class TestPlan:
+class CasePlan:
     """The ordered steps of a test script and, in form (b), the name `check` binds the entry to."""
 
     steps: tuple[Step, ...]
@@ -60,7 +60,7 @@ class TestPlan:
         return sum(step.is_case for step in self.steps)
 
 
-def split_tests(tests: str, entry_point: str | None) -> TestPlan:
+def split_tests(tests: str, entry_point: str | None) -> CasePlan:
     """Plan a test script; raises SyntaxError if `tests` does not parse.
 
     Form (b) applies when `entry_point` is given and the script defines a top-level
@@ -81,4 +81,4 @@ def split_tests(tests: str, entry_point: str | None) -> TestPlan:
             raise SyntaxError("check() must take exactly one parameter (the candidate)")
         param = check.args.args[0].arg
         steps += [Step(_segment(tests, s), _is_case(s), True) for s in check.body]
-    return TestPlan(tuple(steps), param)
+    return CasePlan(tuple(steps), param)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from megatron_rrtf.eval.test_cases import split_tests
+from megatron_rrtf.sandbox.case_plan import split_tests
 
 
 def test_top_level_asserts_are_cases_and_other_statements_set_up():

@@ -15,23 +15,29 @@ Protocol over an AF_UNIX SOCK_SEQPACKET pair, one JSON object per packet:
                     it is unreaped, so never a recycled pid) and, as root, every process of
                     those uids (processes that left the group).
   zygote -> parent  {"ready": pid} once, when set up; {"exited": id, "status": raw wait status}.
-Standard library only.
+The child side (everything above "the parent's end") uses the standard library only.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import gc
 import importlib
 import json
+import logging
 import os
 import select
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import traceback
+from pathlib import Path
+
+from megatron_rrtf.errors import SandboxError
 
 _MAX_FDS = 16
 READY_TIMEOUT_S = 120.0
@@ -63,7 +69,7 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
         os.setsid()
         os.environ.clear()  # the zygote was started with an empty environment already
         os.environ.update(config.get("env", {}))
-        from megatron_rrtf.eval import confinement
+        from megatron_rrtf.sandbox import confinement
 
         confinement.die_with_parent()
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # clear of every target
@@ -77,7 +83,7 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
         os.closerange(max(targets) + 1, 1 << 16)
         if role != "run":
             raise ValueError(f"unknown sandbox role {role!r}")
-        from megatron_rrtf.eval.test_process import main
+        from megatron_rrtf.sandbox.judge import main
         main(config)
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote loop
         traceback.print_exc()
@@ -88,7 +94,7 @@ def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -
 
 def serve(config: dict) -> None:
     """The zygote's loop: spawn, kill, reap; exits (killing its children) when the parent goes."""
-    from megatron_rrtf.eval import candidate_process, confinement, test_process  # noqa: F401
+    from megatron_rrtf.sandbox import candidate, confinement, judge  # noqa: F401
 
     for name in PRELOAD:  # imported once here instead of in every candidate and test process
         try:
@@ -215,7 +221,7 @@ class Child:
 
 
 class ZygoteClient:
-    """Starts the zygote and talks to it; thread-safe. One per process (see `shared`)."""
+    """Starts the zygote and talks to it; thread-safe. One per process (see `shared_client`)."""
 
     def __init__(self, boot_command: list[str], env: dict[str, str], config: dict):
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -291,3 +297,67 @@ class ZygoteClient:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+# ------------------------------------------------------------------ one fork server per process
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def hidden_dirs() -> list[str]:
+    """Directories the candidate must not read: installed packages (datasets ship inside them),
+    this checkout, home directories, world-writable scratch, plus $MRRTF_SANDBOX_HIDE (a
+    ':'-separated list). Never an ancestor of the standard library the candidate needs. Computed
+    when a fork server starts (never at import), so it sees the environment of that moment."""
+    candidates = {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
+    candidates |= {str(_REPO_ROOT), "/home", "/mnt", "/srv", "/dev/shm", "/var/tmp", "/run/lock"}
+    candidates |= {p for p in os.environ.get("MRRTF_SANDBOX_HIDE", "").split(":") if p}
+    keep = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
+    hidden = []
+    for path in sorted(candidates):
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and not any(k == real or k.startswith(real + os.sep) for k in keep):
+            hidden.append(real)
+    return hidden
+
+
+def reachable_dirs() -> list[str]:
+    """The interpreter's own prefix must stay readable for the dropped uid (it may live in
+    /root)."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix)})
+
+
+def _boot_command() -> list[str]:
+    boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
+            "from megatron_rrtf.sandbox.zygote import main; main(json.loads(sys.argv[1]))")
+    return [sys.executable, "-I", "-S", "-c", boot]
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: tuple[int, ZygoteClient] | None = None
+
+
+def shared_client() -> ZygoteClient:
+    """This process's fork server, started on first use (again after a fork or if it died)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None or _SHARED[0] != os.getpid() or not _SHARED[1].alive:
+            if _SHARED is not None and _SHARED[0] == os.getpid():
+                logging.getLogger(__name__).warning(
+                    "the sandbox fork server exited (status %s); starting a new one",
+                    _SHARED[1]._proc.poll())
+                _SHARED[1].close()  # it is gone already: this only releases our socket
+            try:
+                client = ZygoteClient(_boot_command(), {"PATH": "/usr/bin:/bin"},
+                                      {"hidden": hidden_dirs(), "reachable": reachable_dirs()})
+            except OSError as exc:
+                raise SandboxError(f"cannot start the sandbox fork server: {exc}") from exc
+            if _SHARED is None:
+                atexit.register(_close_shared)
+            _SHARED = (os.getpid(), client)
+        return _SHARED[1]
+
+
+def _close_shared() -> None:
+    if _SHARED is not None and _SHARED[0] == os.getpid():
+        _SHARED[1].close()
