@@ -30,7 +30,7 @@ compare-demo: $(STAMP)
 	$(BIN)/mrrtf compare-demo --out compare_out
 
 lint: $(STAMP)
-	$(BIN)/ruff check megatron_rrtf pretrain align tests benchmarks
+	$(BIN)/ruff check megatron_rrtf pretrain align mrrtf tests benchmarks
 
 clean:
 	rm -rf $(VENV) demo_out compare_out

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from megatron_rrtf.config import RunConfig, load_config
+from megatron_rrtf.config.bundled import bundled_config
 from megatron_rrtf.errors import CheckpointError
 from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = "configs/rrtf/tiny_demo.yaml"
+DEMO_CONFIG = "rrtf/tiny_demo.yaml"
+"""Under the project's configs/ (megatron_rrtf.config.bundled): found from any directory."""
 COLUMNS = ("before", "after RRTF", "after SFT-only")
 DEMO_BENCHMARKS = EvalOptions(tasks=("humaneval", "infill"), num_samples=5, ks=(1, 5),
                               max_new_tokens=64, infill_tasks=20, infill_formats=("span",),
@@ -53,7 +55,7 @@ def write_demo_data(out: Path, n_train: int, n_heldout: int, seed: int,
 
 
 def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: int,
-                config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
+                config_paths: Sequence[str | Path] | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
     """The RRTF config for the demo: the pretrained run's model and tokenizer, our data."""
     step_cfg = pretrained / "config.yaml"
@@ -61,7 +63,7 @@ def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: in
         raise CheckpointError(f"{pretrained} has no config.yaml: run the pretraining stage of "
                               "`mrrtf demo` first (or give its run directory)")
     base = load_config(step_cfg)
-    config = load_config(list(config_paths), [
+    config = load_config(list(config_paths or [bundled_config(DEMO_CONFIG)]), [
         f"data.tokenizer={base.data.tokenizer}", f"logging.run_dir={run_dir}",
         f"checkpoint.init_from={pretrained}", f"rrtf.problems={data['train']}",
         f"train.seed={seed}", "logging.wandb_mode=disabled", *overrides])
@@ -73,7 +75,7 @@ def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: in
 
 
 def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 400,
-                  n_heldout: int = 100, config_paths: Sequence[str | Path] = (DEMO_CONFIG,),
+                  n_heldout: int = 100, config_paths: Sequence[str | Path] | None = None,
                   overrides: Sequence[str] = (), sft_baseline: bool = True,
                   benchmarks: EvalOptions | None = DEMO_BENCHMARKS,
                   heldout_mode: str = "params") -> dict[str, Any]:

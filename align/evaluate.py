@@ -148,10 +148,7 @@ def evaluate_model(model: str | Path, export_to: str | Path, problems: Sequence[
                    benchmarks: EvalOptions | None = None) -> dict[str, float]:
     """One table column: held-out pass@k of `model` (HF, run or step dir; exported to
     `export_to` when not HF) and, with `benchmarks`, its HumanEval / infilling rows."""
-    from megatron_rrtf.parallel.init import destroy_parallel
-
     hf = as_hf_dir(model, export_to)
-    destroy_parallel()  # export may have initialised megatron's groups; generation needs none
     metrics = heldout_metrics(problems, hf_model_generate(hf, settings, cfg.stop_markers), cfg,
                               settings)
     if benchmarks is not None:

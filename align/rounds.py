@@ -102,7 +102,6 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed:
     """Run (or resume) every round; returns the rounds summary also written to rounds.json."""
     from align.sample import hf_generate, sample_to_file
     from align.train import run_rrtf_train
-    from megatron_rrtf.parallel.init import destroy_parallel
     from megatron_rrtf.rrtf.problems import load_problems
 
     rr = config.rrtf
@@ -134,16 +133,12 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed:
                 if rr.student.samples:
                     hf_dir = export_student(previous, rd / "student_hf")
                     student = factory(hf_dir)
-                    destroy_parallel()  # export initialised process groups; training re-does it
                 n = sample_to_file(responses, problems, rr, student, seed=seed * 1000 + r,
                                    chunk_size=sample_chunk)
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
                 rank_to_file(problems, responses, ranked, run_many)
             log.info("round %d: training %s from %s", r, rd, previous)
-            try:
-                info["train"] = run_rrtf_train(cfg_r, ranked)
-            finally:
-                destroy_parallel()
+            info["train"] = run_rrtf_train(cfg_r, ranked)
         info["outcomes"] = _distribution(rd / "ranked.jsonl") \
             if (rd / "ranked.jsonl").is_file() else {}
         student_row = info["outcomes"].get("student")

@@ -199,14 +199,14 @@ def build_rrtf_spec(config: RunConfig, tokenizer, ranked_path: str | Path) -> Lo
 
 
 def run_rrtf_train(config: RunConfig, ranked_path: str | Path) -> dict[str, Any]:
-    """Train on a ranked set; start from checkpoint.init_from (the pretrained/imported model)."""
+    """Train on a ranked set; start from checkpoint.init_from (the pretrained/imported model).
+    Process groups are set up for the run and torn down after it."""
+    from megatron_rrtf.training.launch import training_run, write_run_config
     from megatron_rrtf.training.loop import Trainer
     from megatron_rrtf.training.setup import build_model_state
-    from pretrain.run import prepare, write_run_config
 
-    tokenizer = prepare(config)
-    spec = build_rrtf_spec(config, tokenizer, ranked_path)
-    vocab = config.model.padded_vocab_size(config.model.vocab_size or tokenizer.vocab_size)
-    state = build_model_state(config, vocab)
-    write_run_config(config)
-    return Trainer(config, state, spec).run()
+    with training_run(config) as tokenizer:
+        spec = build_rrtf_spec(config, tokenizer, ranked_path)
+        state = build_model_state(config, config.model.padded_vocab_for(tokenizer.vocab_size))
+        write_run_config(config)
+        return Trainer(config, state, spec).run()

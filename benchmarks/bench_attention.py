@@ -14,16 +14,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_seconds, report  # noqa: E402
 
-from megatron_rrtf.config import load_config  # noqa: E402
+from megatron_rrtf.config import (
+    ParallelConfig,  # noqa: E402
+    load_config,  # noqa: E402
+)
 from megatron_rrtf.model.build import build_gpt_model  # noqa: E402
-from megatron_rrtf.parallel.init import initialize_parallel  # noqa: E402
+from megatron_rrtf.parallel.init import process_groups, set_seed  # noqa: E402
 
 
 def step_time(backend: str, seq: int, batch: int, hidden: int, heads: int) -> float:
     cfg = load_config("configs/tiny.yaml", [f"model.attention_backend={backend}",
                                             f"model.seq_length={seq}", f"model.hidden_size={hidden}",
                                             f"model.num_attention_heads={heads}"])
-    initialize_parallel(cfg.parallel, seed=0)
+    set_seed(0)
     model = build_gpt_model(cfg, 8064)
     tokens = torch.randint(0, 8000, (batch, seq), generator=torch.Generator().manual_seed(0))
     pos = torch.arange(seq)[None].expand(batch, -1)
@@ -45,4 +48,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with process_groups(ParallelConfig(), seed=0):
+        main()

@@ -19,8 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
 from megatron_rrtf.checkpoint.manager import CheckpointManager  # noqa: E402
-from megatron_rrtf.config import load_config  # noqa: E402
-from megatron_rrtf.parallel.init import initialize_parallel  # noqa: E402
+from megatron_rrtf.config import (
+    ParallelConfig,  # noqa: E402
+    load_config,  # noqa: E402
+)
+from megatron_rrtf.parallel.init import process_groups, set_seed  # noqa: E402
 from megatron_rrtf.training.setup import build_model_state  # noqa: E402
 
 SHAPES = {"tiny": (2, 128, 4, 256, 8000), "100m": (12, 768, 12, 512, 32000)}
@@ -31,7 +34,7 @@ def main() -> None:
         cfg = load_config("configs/tiny.yaml", [
             f"model.num_layers={layers}", f"model.hidden_size={hidden}",
             f"model.num_attention_heads={heads}", f"model.seq_length={seq}"])
-        initialize_parallel(cfg.parallel, 0)
+        set_seed(0)
         state = build_model_state(cfg, cfg.model.padded_vocab_size(vocab))
         model = state.model[0]
         loss = model(torch.zeros(1, seq, dtype=torch.long), torch.arange(seq)[None], None,
@@ -66,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with process_groups(ParallelConfig(), seed=0):
+        main()

@@ -65,22 +65,22 @@ def model_step_time(cfg, raw: np.ndarray) -> float | None:
         import torch
 
         from megatron_rrtf.model.build import build_gpt_model
-        from megatron_rrtf.parallel.init import initialize_parallel
+        from megatron_rrtf.parallel.init import process_groups
     except ImportError as exc:
         print(f"megatron_rrtf.model not importable ({exc}); timing the transforms alone")
         return None
-    initialize_parallel(cfg.parallel, seed=0)
-    model = build_gpt_model(cfg, cfg.model.padded_vocab_size(VOCAB))
-    tokens = torch.from_numpy(raw[:, :-1].copy())
-    labels = torch.from_numpy(raw[:, 1:].copy())
-    pos = torch.arange(tokens.shape[1])[None].expand(tokens.shape[0], -1)
+    with process_groups(cfg.parallel, seed=0):
+        model = build_gpt_model(cfg, cfg.model.padded_vocab_size(VOCAB))
+        tokens = torch.from_numpy(raw[:, :-1].copy())
+        labels = torch.from_numpy(raw[:, 1:].copy())
+        pos = torch.arange(tokens.shape[1])[None].expand(tokens.shape[0], -1)
 
-    def step():
-        model.zero_grad(set_to_none=True)
-        model(tokens, pos, None, labels=labels).float().mean().backward()
+        def step():
+            model.zero_grad(set_to_none=True)
+            model(tokens, pos, None, labels=labels).float().mean().backward()
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    return median_seconds(step)
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+        return median_seconds(step)
 
 
 def main() -> None:

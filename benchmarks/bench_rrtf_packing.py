@@ -22,16 +22,16 @@ import time
 import torch
 
 from align.train import candidate_logprobs_tp
-from megatron_rrtf.config import load_config
+from megatron_rrtf.config import ParallelConfig, load_config
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import process_groups, set_seed
 from megatron_rrtf.rrtf.packing import CandidateGroup, pack_candidates, pad_candidates
 
 
 def build_model(vocab: int, dim: int, layers: int, max_pos: int):
     cfg = load_config("configs/tiny.yaml", [f"model.hidden_size={dim}", f"model.num_layers={layers}",
                                             f"model.seq_length={max_pos}", "model.attention_backend=sdpa"])
-    initialize_parallel(cfg.parallel, seed=0)
+    set_seed(0)
     return build_gpt_model(cfg, cfg.model.padded_vocab_size(vocab))
 
 
@@ -123,4 +123,5 @@ def main() -> None:
           f"ratio {ours_w / base_w:.2f}")
 
 if __name__ == "__main__":
-    main()
+    with process_groups(ParallelConfig(), seed=0):
+        main()

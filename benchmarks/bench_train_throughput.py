@@ -25,28 +25,28 @@ def _ours(layers, hidden, heads, seq, batch, vocab, steps):
     import torch
 
     from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import initialize_parallel
+    from megatron_rrtf.parallel.init import process_groups
     from megatron_rrtf.training.setup import build_model_state
 
     cfg = load_config("configs/tiny.yaml", [
         f"model.num_layers={layers}", f"model.hidden_size={hidden}",
         f"model.num_attention_heads={heads}", f"model.seq_length={seq}",
         f"train.micro_batch_size={batch}", f"train.global_batch_size={batch}"])
-    initialize_parallel(cfg.parallel, 0)
-    state = build_model_state(cfg, cfg.model.padded_vocab_size(vocab))
-    model = state.model[0]
-    tokens = torch.randint(0, vocab, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
-    pos = torch.arange(seq)[None].expand(batch, -1)
+    with process_groups(cfg.parallel, 0):
+        state = build_model_state(cfg, cfg.model.padded_vocab_size(vocab))
+        model = state.model[0]
+        tokens = torch.randint(0, vocab, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
+        pos = torch.arange(seq)[None].expand(batch, -1)
 
-    def step():
-        model.zero_grad_buffer()
-        state.optimizer.zero_grad()
-        loss = model(tokens[:, :-1], pos, None, labels=tokens[:, 1:]).float().mean()
-        loss.backward()
-        model.finish_grad_sync()
-        state.optimizer.step()
+        def step():
+            model.zero_grad_buffer()
+            state.optimizer.zero_grad()
+            loss = model(tokens[:, :-1], pos, None, labels=tokens[:, 1:]).float().mean()
+            loss.backward()
+            model.finish_grad_sync()
+            state.optimizer.step()
 
-    return _time(step, steps)
+        return _time(step, steps)
 
 
 def _hf(layers, hidden, heads, seq, batch, vocab, steps):

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from megatron.core import parallel_state
 
 from megatron_rrtf.config import RunConfig
-from megatron_rrtf.errors import ConfigError
 from megatron_rrtf.objectives.causal import causal_sample
 from megatron_rrtf.objectives.mixture import ObjectiveMixture, collate
-from megatron_rrtf.parallel.init import initialize_parallel
 from megatron_rrtf.training.flops import flops_per_token
+from megatron_rrtf.training.launch import training_run, write_run_config
 from megatron_rrtf.training.loop import LoopSpec, Trainer
 from megatron_rrtf.training.setup import build_model_state
 from pretrain.batches import PretrainBatches, to_torch
@@ -66,40 +63,18 @@ def build_pretrain_spec(config: RunConfig, tokenizer) -> LoopSpec:
         eval_sources = _eval_batches(build_eval_streams(config, tokenizer, dp_rank, dp_size),
                                      tokenizer.special_ids, m.seq_length, t.micro_batch_size,
                                      t.eval_batches)
-    vocab = m.padded_vocab_size(m.vocab_size or tokenizer.vocab_size)
+    vocab = config.model.padded_vocab_for(tokenizer.vocab_size)
     return LoopSpec(source=source, forward_step=make_forward_step(m.attention_backend == "local"),
                     stat_names=STAT_NAMES, counter_names=source.counter_names(),
                     eval_sources=eval_sources, tokens_per_sample=m.seq_length,
                     flops_per_token=flops_per_token(m, vocab))
 
 
-def prepare(config: RunConfig):
-    """Process groups, validation against the world size, tokenizer and vocabulary."""
-    from megatron_rrtf.tokenizer.loader import load_tokenizer
-
-    _, world = initialize_parallel(config.parallel, config.train.seed)
-    config.validate(world_size=world)
-    if not config.data.tokenizer:
-        raise ConfigError("data.tokenizer is not set: point it at a sentencepiece .model or an HF "
-                          "tokenizer directory (mrrtf preprocess writes one)")
-    tokenizer = load_tokenizer(config.data.tokenizer)
-    if config.model.vocab_size is not None and config.model.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
-                          f"tokenizer's {tokenizer.vocab_size} ({config.data.tokenizer})")
-    return tokenizer
-
-
-def write_run_config(config: RunConfig) -> None:
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        run_dir = Path(config.logging.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
 def run_pretrain(config: RunConfig) -> dict[str, Any]:
-    tokenizer = prepare(config)
-    spec = build_pretrain_spec(config, tokenizer)
-    vocab = config.model.padded_vocab_size(config.model.vocab_size or tokenizer.vocab_size)
-    state = build_model_state(config, vocab)
-    write_run_config(config)
-    return Trainer(config, state, spec).run()
+    """Train (or resume) the run `config` describes; returns the run summary. Process groups
+    are set up for the run and torn down after it."""
+    with training_run(config) as tokenizer:
+        spec = build_pretrain_spec(config, tokenizer)
+        state = build_model_state(config, config.model.padded_vocab_for(tokenizer.vocab_size))
+        write_run_config(config)
+        return Trainer(config, state, spec).run()

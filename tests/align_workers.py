@@ -6,7 +6,7 @@ import torch
 from parallel_workers import VOCAB, _config, _tp_shard
 
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import process_groups
 from megatron_rrtf.rrtf.packing import CandidateGroup, pack_candidates
 
 
@@ -29,22 +29,22 @@ def candidate_logprobs_tensor_parallel(family: str) -> dict:
     from megatron_rrtf.rrtf.packing import CandidateBatch, candidate_logprobs
 
     batch = packed_batch()
-    initialize_parallel(_config(family, 1, 1, 2, 1).parallel, seed=7)
-    ref = build_gpt_model(_config(family, 1, 1, 2, 1), VOCAB).eval()
-    weights = {k: p.detach().clone() for k, p in ref.named_parameters()}
-    logits = ref(batch["tokens"], batch["position_ids"], batch["attention_mask"])
-    tp1 = candidate_logprobs_tp(logits, batch)
+    with process_groups(_config(family, 1, 1, 2, 1).parallel, seed=7):
+        ref = build_gpt_model(_config(family, 1, 1, 2, 1), VOCAB).eval()
+        weights = {k: p.detach().clone() for k, p in ref.named_parameters()}
+        logits = ref(batch["tokens"], batch["position_ids"], batch["attention_mask"])
+        tp1 = candidate_logprobs_tp(logits, batch)
     fields = {k: batch[k] for k in ("tokens", "position_ids", "attention_mask", "pred_row",
                                     "pred_col", "target", "candidate", "lengths")}
     plain, _ = candidate_logprobs(logits, CandidateBatch(**fields, group_of=torch.zeros(5),
                                                          index_in_group=torch.zeros(5)))
     cfg = _config(family, 2, 1, 2, 1)
-    initialize_parallel(cfg.parallel, seed=99)
-    model = build_gpt_model(cfg, VOCAB).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(_tp_shard(name, weights[name], p, family == "rope"))
-    tp2 = candidate_logprobs_tp(model(batch["tokens"], batch["position_ids"],
-                                      batch["attention_mask"]), batch)
+    with process_groups(cfg.parallel, seed=99):
+        model = build_gpt_model(cfg, VOCAB).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(_tp_shard(name, weights[name], p, family == "rope"))
+        tp2 = candidate_logprobs_tp(model(batch["tokens"], batch["position_ids"],
+                                          batch["attention_mask"]), batch)
     return dict(tp1=tp1.tolist(), tp2=tp2.tolist(), plain=plain.tolist(),
                 local_vocab=int(model.output_layer.weight.shape[0]))

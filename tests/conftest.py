@@ -82,6 +82,17 @@ def tiny_data_config(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_pa
     return config
 
 
+@pytest.fixture
+def world_of_one():
+    """megatron's process groups for one process (TP = PP = 1, seed 0) for the test's duration,
+    torn down after it (as every library call that needs them does)."""
+    from megatron_rrtf.config import ParallelConfig
+    from megatron_rrtf.parallel.init import process_groups
+
+    with process_groups(ParallelConfig(), seed=0):
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain nothing from threads; on a shared CPU, threads only wait for each other.

@@ -14,7 +14,7 @@ from megatron_rrtf.checkpoint.manager import LATEST
 from megatron_rrtf.checkpoint.model_io import save_model
 from megatron_rrtf.config import load_config
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import process_groups
 from megatron_rrtf.tokenizer import load_tokenizer
 
 SEQ = 32
@@ -32,35 +32,35 @@ def save_tiny_checkpoint(run_dir: str | Path, tokenizer: str | Path, overrides: 
     """Build a tiny model (any TP), move every weight off its init (biases and norms too), save
     RUN/checkpoints/STEP + latest, and return its full-vocab logits on `tokens` [b, s, padded]."""
     config = tiny_config(tokenizer, overrides)
-    initialize_parallel(config.parallel, seed)
-    m = config.model
-    padded = m.padded_vocab_size(m.vocab_size or load_tokenizer(tokenizer).vocab_size)
-    model = build_gpt_model(config, padded).eval()
-    tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            # TP-sharded weights differ per rank; replicated ones (norms, row-parallel biases)
-            # must stay identical on every rank, as training keeps them.
-            shard = tp_rank if getattr(p, "tensor_model_parallel", False) else 0
-            g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + 7919 * shard + seed)
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    step_dir = Path(run_dir) / "checkpoints" / STEP
-    save_model(model, step_dir)
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        (step_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (step_dir.parent / LATEST).write_text(STEP + "\n")
-    with torch.no_grad():
-        pos = torch.arange(tokens.shape[1])[None].expand(tokens.shape[0], -1)
-        logits = model(tokens, pos, None)                            # [b, s, padded / tp]
-    tp = parallel_state.get_tensor_model_parallel_world_size()
-    if tp > 1:
-        parts = [torch.empty_like(logits) for _ in range(tp)]
-        dist.all_gather(parts, logits.contiguous(),
-                        group=parallel_state.get_tensor_model_parallel_group())
-        logits = torch.cat(parts, dim=-1)
-    if dist.is_initialized():
-        dist.barrier()
-    return logits
+    with process_groups(config.parallel, seed):
+        m = config.model
+        padded = m.padded_vocab_for(load_tokenizer(tokenizer).vocab_size)
+        model = build_gpt_model(config, padded).eval()
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                # TP-sharded weights differ per rank; replicated ones (norms, row-parallel biases)
+                # must stay identical on every rank, as training keeps them.
+                shard = tp_rank if getattr(p, "tensor_model_parallel", False) else 0
+                g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + 7919 * shard + seed)
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        step_dir = Path(run_dir) / "checkpoints" / STEP
+        save_model(model, step_dir)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            (step_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            (step_dir.parent / LATEST).write_text(STEP + "\n")
+        with torch.no_grad():
+            pos = torch.arange(tokens.shape[1])[None].expand(tokens.shape[0], -1)
+            logits = model(tokens, pos, None)                            # [b, s, padded / tp]
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        if tp > 1:
+            parts = [torch.empty_like(logits) for _ in range(tp)]
+            dist.all_gather(parts, logits.contiguous(),
+                            group=parallel_state.get_tensor_model_parallel_group())
+            logits = torch.cat(parts, dim=-1)
+        if dist.is_initialized():
+            dist.barrier()
+        return logits
 
 
 def save_pipeline_checkpoint(run_dir: str | Path, tokenizer: str | Path, overrides: list[str],
@@ -68,28 +68,28 @@ def save_pipeline_checkpoint(run_dir: str | Path, tokenizer: str | Path, overrid
     """PP=2, 4 layers: save this stage's perturbed weights; return them under TP=1/PP=1 names."""
     config = tiny_config(tokenizer, overrides + ["model.num_layers=4",
                                                  "parallel.pipeline_parallel=2"])
-    initialize_parallel(config.parallel, seed)
-    m = config.model
-    padded = m.padded_vocab_size(m.vocab_size or load_tokenizer(tokenizer).vocab_size)
-    model = build_gpt_model(config, padded, pre_process=parallel_state.is_pipeline_first_stage(),
-                            post_process=parallel_state.is_pipeline_last_stage())
-    offset = parallel_state.get_pipeline_model_parallel_rank() * m.num_layers // 2
-    weights = {}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            parts = name.split(".")
-            if name.startswith("decoder.layers."):
-                parts[2] = str(int(parts[2]) + offset)
-            name = ".".join(parts)
-            g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + seed)
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-            weights[name] = p.detach().clone()
-    step_dir = Path(run_dir) / "checkpoints" / STEP
-    save_model(model, step_dir)
-    if dist.get_rank() == 0:
-        (step_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    dist.barrier()
-    return weights
+    with process_groups(config.parallel, seed):
+        m = config.model
+        padded = m.padded_vocab_for(load_tokenizer(tokenizer).vocab_size)
+        model = build_gpt_model(config, padded, pre_process=parallel_state.is_pipeline_first_stage(),
+                                post_process=parallel_state.is_pipeline_last_stage())
+        offset = parallel_state.get_pipeline_model_parallel_rank() * m.num_layers // 2
+        weights = {}
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                parts = name.split(".")
+                if name.startswith("decoder.layers."):
+                    parts[2] = str(int(parts[2]) + offset)
+                name = ".".join(parts)
+                g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + seed)
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+                weights[name] = p.detach().clone()
+        step_dir = Path(run_dir) / "checkpoints" / STEP
+        save_model(model, step_dir)
+        if dist.get_rank() == 0:
+            (step_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        dist.barrier()
+        return weights
 
 
 def save_parallel_checkpoints(tp_cases: list[tuple[str, str, str, list[str]]],

@@ -22,13 +22,15 @@ def _entry(rank: int, world: int, port: int, out_dir: str, fn: Callable, args: t
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     import torch
+    import torch.distributed as dist
+
+    from megatron_rrtf.parallel.init import init_distributed
 
     torch.set_num_threads(1)
+    init_distributed()  # the world outlives the process_groups() blocks inside fn
     result = fn(*args)
     Path(out_dir, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
-    from megatron_rrtf.parallel.init import destroy_parallel
-
-    destroy_parallel()
+    dist.destroy_process_group()
 
 
 PORT_ATTEMPTS = 3

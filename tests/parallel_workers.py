@@ -8,7 +8,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_rrtf.config import load_config
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import process_groups
 
 VOCAB = 256
 SEQ = 32
@@ -44,70 +44,70 @@ def _tp_shard(name: str, full: torch.Tensor, param: torch.Tensor, glu: bool) -> 
 
 def _reference(cfg, tokens, labels):
     """TP=1/PP=1 model on every rank: weights, loss and grads to compare against."""
-    initialize_parallel(cfg.parallel, seed=7)
-    model = build_gpt_model(cfg, VOCAB)
-    pos = torch.arange(SEQ)[None].expand(tokens.shape[0], -1)
-    loss = model(tokens, pos, None, labels=labels).float().mean()
-    loss.backward()
-    weights = {k: p.detach().clone() for k, p in model.named_parameters()}
-    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
-    return loss.item(), weights, grads
+    with process_groups(cfg.parallel, seed=7):
+        model = build_gpt_model(cfg, VOCAB)
+        pos = torch.arange(SEQ)[None].expand(tokens.shape[0], -1)
+        loss = model(tokens, pos, None, labels=labels).float().mean()
+        loss.backward()
+        weights = {k: p.detach().clone() for k, p in model.named_parameters()}
+        grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+        return loss.item(), weights, grads
 
 
 def tensor_parallel_equivalence(family: str, groups: int) -> dict:
     tokens, labels = _batch(4)
     ref_loss, weights, grads = _reference(_config(family, 1, 1, 2, groups), tokens, labels)
     cfg = _config(family, 2, 1, 2, groups)
-    initialize_parallel(cfg.parallel, seed=99)  # different seed: weights must come from the copy
-    model = build_gpt_model(cfg, VOCAB)
-    glu = family == "rope"
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(_tp_shard(name, weights[name], p, glu))
-    seen = {}
-    core = model.decoder.layers[0].self_attention.core_attention
-    core.register_forward_pre_hook(
-        lambda mod, args: seen.update(q=tuple(args[0].shape), k=tuple(args[1].shape)))
-    pos = torch.arange(SEQ)[None].expand(4, -1)
-    loss = model(tokens, pos, None, labels=labels).float().mean()
-    loss.backward()
-    grad_diff = max((p.grad - _tp_shard(n, grads[n], p, glu)).abs().max().item()
-                    for n, p in model.named_parameters())
-    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    return dict(ref_loss=ref_loss, loss=loss.item(), grad_diff=grad_diff, shapes=shapes,
-                query_shape=seen["q"], key_shape=seen["k"])
+    with process_groups(cfg.parallel, seed=99):  # different seed: weights must come from the copy
+        model = build_gpt_model(cfg, VOCAB)
+        glu = family == "rope"
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(_tp_shard(name, weights[name], p, glu))
+        seen = {}
+        core = model.decoder.layers[0].self_attention.core_attention
+        core.register_forward_pre_hook(
+            lambda mod, args: seen.update(q=tuple(args[0].shape), k=tuple(args[1].shape)))
+        pos = torch.arange(SEQ)[None].expand(4, -1)
+        loss = model(tokens, pos, None, labels=labels).float().mean()
+        loss.backward()
+        grad_diff = max((p.grad - _tp_shard(n, grads[n], p, glu)).abs().max().item()
+                        for n, p in model.named_parameters())
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        return dict(ref_loss=ref_loss, loss=loss.item(), grad_diff=grad_diff, shapes=shapes,
+                    query_shape=seen["q"], key_shape=seen["k"])
 
 
 def pipeline_parallel_equivalence(family: str, microbatches: int) -> dict:
     layers = 4
     tokens, labels = _batch(2 * microbatches, seed=1)
     cfg1 = _config(family, 1, 1, layers, 1)
-    initialize_parallel(cfg1.parallel, seed=7)
-    ref = build_gpt_model(cfg1, VOCAB)
-    weights = {k: p.detach().clone() for k, p in ref.named_parameters()}
-    ref_losses, ref_grads = _run_schedule(ref, tokens, labels, microbatches)
+    with process_groups(cfg1.parallel, seed=7):
+        ref = build_gpt_model(cfg1, VOCAB)
+        weights = {k: p.detach().clone() for k, p in ref.named_parameters()}
+        ref_losses, ref_grads = _run_schedule(ref, tokens, labels, microbatches)
 
     cfg = _config(family, 1, 2, layers, 1)
-    initialize_parallel(cfg.parallel, seed=99)
-    first = parallel_state.is_pipeline_first_stage()
-    last = parallel_state.is_pipeline_last_stage()
-    model = build_gpt_model(cfg, VOCAB, pre_process=first, post_process=last)
-    offset = parallel_state.get_pipeline_model_parallel_rank() * layers // 2
+    with process_groups(cfg.parallel, seed=99):
+        first = parallel_state.is_pipeline_first_stage()
+        last = parallel_state.is_pipeline_last_stage()
+        model = build_gpt_model(cfg, VOCAB, pre_process=first, post_process=last)
+        offset = parallel_state.get_pipeline_model_parallel_rank() * layers // 2
 
-    def global_name(n: str) -> str:
-        if n.startswith("decoder.layers."):
-            i = int(n.split(".")[2])
-            return n.replace(f"decoder.layers.{i}.", f"decoder.layers.{i + offset}.", 1)
-        return n
+        def global_name(n: str) -> str:
+            if n.startswith("decoder.layers."):
+                i = int(n.split(".")[2])
+                return n.replace(f"decoder.layers.{i}.", f"decoder.layers.{i + offset}.", 1)
+            return n
 
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.copy_(weights[global_name(n)])
-    losses, grads = _run_schedule(model, tokens, labels, microbatches)
-    grad_diff = max((grads[n] - ref_grads[global_name(n)]).abs().max().item() for n in grads)
-    loss_diff = max(abs(a - b) for a, b in zip(losses, ref_losses)) if last else 0.0
-    return dict(loss_diff=loss_diff, grad_diff=grad_diff, n_losses=len(losses),
-                stage_params=sorted(grads))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(weights[global_name(n)])
+        losses, grads = _run_schedule(model, tokens, labels, microbatches)
+        grad_diff = max((grads[n] - ref_grads[global_name(n)]).abs().max().item() for n in grads)
+        loss_diff = max(abs(a - b) for a, b in zip(losses, ref_losses)) if last else 0.0
+        return dict(loss_diff=loss_diff, grad_diff=grad_diff, n_losses=len(losses),
+                    stage_params=sorted(grads))
 
 
 def _run_schedule(model, tokens, labels, microbatches):
@@ -137,16 +137,16 @@ def _run_schedule(model, tokens, labels, microbatches):
 
 def loss_falls_on_repeated_batch(steps: int) -> list[float]:
     cfg = _config("starcoder", 1, 1, 2, 1)
-    initialize_parallel(cfg.parallel, seed=3)
-    model = build_gpt_model(cfg, VOCAB)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    tokens, labels = _batch(4, seed=5)
-    pos = torch.arange(SEQ)[None].expand(4, -1)
-    losses = []
-    for _ in range(steps):
-        loss = model(tokens, pos, None, labels=labels).float().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    with process_groups(cfg.parallel, seed=3):
+        model = build_gpt_model(cfg, VOCAB)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        tokens, labels = _batch(4, seed=5)
+        pos = torch.arange(SEQ)[None].expand(4, -1)
+        losses = []
+        for _ in range(steps):
+            loss = model(tokens, pos, None, labels=labels).float().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses

@@ -101,7 +101,6 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
     from align.sample import hf_generate
     from align.train import run_rrtf_train
     from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import destroy_parallel
     from tests.test_align_train import _ranked_set
 
     ranked0 = _ranked_set(tmp_path)  # train.jsonl, teacher.jsonl, ranked.jsonl of 12 problems
@@ -116,10 +115,7 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
             f"rrtf.teachers=[{{name: demo, kind: jsonl, path: '{tmp_path / 'teacher.jsonl'}', "
             "samples: 1}]", *extra])
 
-    try:
-        run_rrtf_train(config("init", "train.train_steps=1"), ranked0)  # a model to align
-    finally:
-        destroy_parallel()
+    run_rrtf_train(config("init", "train.train_steps=1"), ranked0)  # a model to align
     cfg = config("rounds", "train.train_steps=2", "rrtf.rounds=1",
                  f"checkpoint.init_from={tmp_path / 'init'}")
     exports = []

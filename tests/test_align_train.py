@@ -34,12 +34,10 @@ def _loss_inputs(batch, scores, teacher):
                 candidate=batch["candidate"], lengths=batch["lengths"]), k
 
 
-def test_only_response_tokens_carry_loss(tiny_data_config):
+def test_only_response_tokens_carry_loss(tiny_data_config, world_of_one):
     from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import initialize_parallel
 
     cfg = load_config("configs/tiny.yaml", ["rrtf.loss=rrtf"])
-    initialize_parallel(cfg.parallel, seed=0)
     batch = align_workers.packed_batch()
     inputs, _ = _loss_inputs(batch, [[3.0, 1.0, 2.5], [0.0, 2.0, 0.0]],
                              [[True, False, False], [False, True, False]])
@@ -60,11 +58,7 @@ def test_only_response_tokens_carry_loss(tiny_data_config):
     assert int(expected.sum()) < int((batch["position_ids"] >= 0).sum())
 
 
-def test_candidate_logprobs_match_log_softmax_on_one_process():
-    from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import initialize_parallel
-
-    initialize_parallel(load_config("configs/tiny.yaml").parallel, seed=0)
+def test_candidate_logprobs_match_log_softmax_on_one_process(world_of_one):
     batch = align_workers.packed_batch()
     logits = torch.randn(*batch["tokens"].shape, 256)
     ours = candidate_logprobs_tp(logits, batch)

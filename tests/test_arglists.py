@@ -2,8 +2,8 @@
 
 import pytest
 
-from megatron_rrtf.commands.arglists import csv_ints, csv_items
 from megatron_rrtf.errors import ConfigError
+from mrrtf.commands.arglists import csv_ints, csv_items
 
 
 def test_items_are_stripped_and_empty_ones_ignored():

@@ -15,7 +15,6 @@ import torch
 from distributed import run_distributed
 from safetensors.torch import load_file
 
-from megatron_rrtf.cli import main as mrrtf
 from megatron_rrtf.config import ModelConfig
 from megatron_rrtf.convert import families, gpt_bigcode, llama
 from megatron_rrtf.convert.export import export_checkpoint
@@ -24,8 +23,9 @@ from megatron_rrtf.convert.import_hf import import_checkpoint
 from megatron_rrtf.convert.qkv import merge_qkv, split_qkv
 from megatron_rrtf.errors import ConfigError, ExportError
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import process_groups
 from megatron_rrtf.tokenizer import special_tokens
+from mrrtf.cli import main as mrrtf
 
 pytestmark = pytest.mark.xdist_group("convert")
 
@@ -88,25 +88,25 @@ def test_every_hf_and_megatron_key_is_mapped_or_explicitly_ignored(family, group
     config = workers.tiny_config("unused", [f"model.family={family}",
                                             f"model.num_query_groups={groups}",
                                             f"model.tie_embeddings={str(tie).lower()}"])
-    initialize_parallel(config.parallel, 0)
-    vocab, padded = 300, config.model.padded_vocab_size(300)
-    ours = build_gpt_model(config, padded).state_dict()
-    conv = families.for_family(family)
-    hf_model = AutoModelForCausalLM.from_config(conv.hf_config(config.model, vocab, None, 0, 0))
-    theirs = hf_model.state_dict()
+    with process_groups(config.parallel, 0):
+        vocab, padded = 300, config.model.padded_vocab_size(300)
+        ours = build_gpt_model(config, padded).state_dict()
+        conv = families.for_family(family)
+        hf_model = AutoModelForCausalLM.from_config(conv.hf_config(config.model, vocab, None, 0, 0))
+        theirs = hf_model.state_dict()
 
-    def kept(keys, ignored):
-        return {k for k in keys if not any(re.fullmatch(p, k) for p in ignored)}
+        def kept(keys, ignored):
+            return {k for k in keys if not any(re.fullmatch(p, k) for p in ignored)}
 
-    to_hf = conv.to_hf(ours, config.model, vocab)
-    assert set(to_hf) == kept(theirs, conv.ignored_hf(config.model))
-    assert all(to_hf[k].shape == theirs[k].shape for k in to_hf)
-    from_hf = conv.from_hf(theirs, config.model, padded)
-    assert set(from_hf) == kept(ours, conv.IGNORED_MEGATRON)
-    assert all(from_hf[k].shape == ours[k].shape for k in from_hf)
-    # what is ignored is only metadata / tied / buffers, never a weight of its own
-    assert {k for k in ours if k not in from_hf} <= {k for k in ours if k.endswith("_extra_state")}
-    assert {k for k in theirs if k not in to_hf} <= ({"lm_head.weight"} if tie else set())
+        to_hf = conv.to_hf(ours, config.model, vocab)
+        assert set(to_hf) == kept(theirs, conv.ignored_hf(config.model))
+        assert all(to_hf[k].shape == theirs[k].shape for k in to_hf)
+        from_hf = conv.from_hf(theirs, config.model, padded)
+        assert set(from_hf) == kept(ours, conv.IGNORED_MEGATRON)
+        assert all(from_hf[k].shape == ours[k].shape for k in from_hf)
+        # what is ignored is only metadata / tied / buffers, never a weight of its own
+        assert {k for k in ours if k not in from_hf} <= {k for k in ours if k.endswith("_extra_state")}
+        assert {k for k in theirs if k not in to_hf} <= ({"lm_head.weight"} if tie else set())
 
 
 # -- export -------------------------------------------------------------------------------
@@ -168,18 +168,18 @@ def test_generate_runs_on_exported_model_and_follows_megatron_argmax(exported):
     assert isinstance(tok.decode(out[0]), str)
     # the same greedy continuation from our megatron model, one forward per token
     config = workers.tiny_config("unused", CASES["starcoder-mqa"])
-    initialize_parallel(config.parallel, 0)
-    ours = build_gpt_model(config, config.model.padded_vocab_size(1200)).eval()
-    from megatron_rrtf.checkpoint.model_io import load_model
+    with process_groups(config.parallel, 0):
+        ours = build_gpt_model(config, config.model.padded_vocab_size(1200)).eval()
+        from megatron_rrtf.checkpoint.model_io import load_model
 
-    load_model(ours, e["run_dir"] / "checkpoints" / workers.STEP)
-    ids = prompt["input_ids"]
-    with torch.no_grad():
-        for _ in range(6):
-            pos = torch.arange(ids.shape[1])[None]
-            nxt = ours(ids, pos, None)[0, -1, :1200].argmax()
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-    assert torch.equal(ids, out)
+        load_model(ours, e["run_dir"] / "checkpoints" / workers.STEP)
+        ids = prompt["input_ids"]
+        with torch.no_grad():
+            for _ in range(6):
+                pos = torch.arange(ids.shape[1])[None]
+                nxt = ours(ids, pos, None)[0, -1, :1200].argmax()
+                ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        assert torch.equal(ids, out)
 
 
 def test_cli_export_refuses_gqa_for_gpt_bigcode_before_loading_weights(tmp_path,

@@ -10,7 +10,7 @@ from megatron_rrtf.data.builtin_corpus import materialize_builtin_corpus, prose_
 
 
 def mrrtf(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "megatron_rrtf", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mrrtf", *args], capture_output=True,
                           text=True, timeout=300, cwd=cwd)
 
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from pretrain_runs import pretrain_config, read_metrics
 
-from megatron_rrtf.cli import main
 from megatron_rrtf.eval.infill_formats import (
     INFILL_KINDS,
     build_prompt,
@@ -20,6 +19,7 @@ from megatron_rrtf.eval.infill_formats import (
     pick_tasks,
     score_format,
 )
+from mrrtf.cli import main
 
 pytestmark = [pytest.mark.xdist_group("eval_stage"), pytest.mark.usefixtures("one_torch_thread")]
 
@@ -50,15 +50,11 @@ def test_perplexity_equals_the_training_loops_heldout_loss_on_the_same_samples(t
     from megatron_rrtf.checkpoint.manager import resolve_step_dir
     from megatron_rrtf.config import load_config
     from megatron_rrtf.eval.perplexity import heldout_perplexity
-    from megatron_rrtf.parallel.init import destroy_parallel
 
     step_dir = resolve_step_dir(trained_run)
     logged = read_metrics(trained_run, "eval")[-1]
-    try:
-        ppl = heldout_perplexity(load_config(step_dir / "config.yaml"), step_dir,
-                                 max_samples=MICRO * EVAL_BATCHES)
-    finally:
-        destroy_parallel()
+    ppl = heldout_perplexity(load_config(step_dir / "config.yaml"), step_dir,
+                             max_samples=MICRO * EVAL_BATCHES)
     assert set(ppl) == {"code/python", "nl"}
     for domain, r in ppl.items():
         assert r["num_samples"] == MICRO * EVAL_BATCHES
@@ -248,8 +244,8 @@ def test_compare_demo_reuses_results_of_the_latest_step_with_the_same_options(tm
                                                                               monkeypatch):
     import dataclasses
 
-    from megatron_rrtf.commands import compare_demo
     from megatron_rrtf.eval import checkpoint_eval
+    from mrrtf.commands import compare_demo
 
     run = tmp_path / "run"
     (run / "checkpoints" / "step_00000001" / "model").mkdir(parents=True)

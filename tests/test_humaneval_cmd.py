@@ -9,8 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 
-from megatron_rrtf.cli import main
 from megatron_rrtf.eval.humaneval import load_problems
+from mrrtf.cli import main
 
 pytestmark = pytest.mark.xdist_group("sandbox")
 

@@ -7,9 +7,9 @@ from megatron_rrtf.config import load_config
 from megatron_rrtf.model import attention
 from megatron_rrtf.model.build import build_gpt_model
 from megatron_rrtf.parallel import cpu_compat
-from megatron_rrtf.parallel.init import initialize_parallel
+from megatron_rrtf.parallel.init import set_seed
 
-pytestmark = pytest.mark.xdist_group("model")
+pytestmark = [pytest.mark.xdist_group("model"), pytest.mark.usefixtures("world_of_one")]
 SEQ = 24
 
 
@@ -17,7 +17,7 @@ def _model(family="starcoder", backend="sdpa", layers=2, seed=0):
     cfg = load_config("configs/tiny.yaml", [f"model.family={family}", f"model.num_layers={layers}",
                                             "model.hidden_size=64", f"model.seq_length={SEQ}",
                                             f"model.attention_backend={backend}"])
-    initialize_parallel(cfg.parallel, seed=seed)
+    set_seed(seed)
     return build_gpt_model(cfg, 128).eval()
 
 
@@ -31,7 +31,6 @@ def _logits(model, tokens, mask=None):
 def test_preset_parameter_count_matches_formula(preset, nominal):
     cfg = load_config(f"configs/{preset}.yaml", ["parallel.tensor_parallel=1",
                                                  "parallel.pipeline_parallel=1"])
-    initialize_parallel(cfg.parallel, seed=0)
     vocab = cfg.model.padded_vocab_size(cfg.model.vocab_size)
     with torch.device("meta"):  # the real megatron module tree, without allocating weights
         model = build_gpt_model(cfg, vocab)

@@ -18,9 +18,10 @@ from pretrain_runs import pretrain_config, read_metrics, run_in_process, sources
 
 from megatron_rrtf.checkpoint.manager import resolve_step_dir
 from megatron_rrtf.objectives.mixture import OBJECTIVE_NAMES
+from megatron_rrtf.training.launch import training_run
 from megatron_rrtf.training.loop import NonFiniteLossError, Trainer
 from megatron_rrtf.training.setup import build_model_state
-from pretrain.run import build_pretrain_spec, prepare, run_pretrain
+from pretrain.run import build_pretrain_spec, run_pretrain
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pretrain")]
 REPO = Path(__file__).resolve().parents[1]
@@ -90,31 +91,31 @@ def test_metrics_jsonl_has_every_key_for_every_step(tiny_data_config, tmp_path):
 def test_nonfinite_loss_skips_the_step_then_stops_the_run(tiny_data_config, tmp_path):
     cfg = pretrain_config(tiny_data_config, tmp_path, "train.max_nonfinite_steps=3",
                           "checkpoint.load=null")
-    tokenizer = prepare(cfg)
-    spec = build_pretrain_spec(cfg, tokenizer)
-    state = build_model_state(cfg, cfg.model.padded_vocab_size(tokenizer.vocab_size))
-    real_forward, poisoned = spec.forward_step, {2, 4, 5, 6}
-    trainer = Trainer(cfg, state, spec)
+    with training_run(cfg) as tokenizer:
+        spec = build_pretrain_spec(cfg, tokenizer)
+        state = build_model_state(cfg, cfg.model.padded_vocab_size(tokenizer.vocab_size))
+        real_forward, poisoned = spec.forward_step, {2, 4, 5, 6}
+        trainer = Trainer(cfg, state, spec)
 
-    def forward(batch, model):
-        output, loss_func = real_forward(batch, model)
-        if trainer.step + 1 in poisoned:
-            output = output * float("nan")
-        return output, loss_func
+        def forward(batch, model):
+            output, loss_func = real_forward(batch, model)
+            if trainer.step + 1 in poisoned:
+                output = output * float("nan")
+            return output, loss_func
 
-    spec.forward_step = forward
-    params = lambda: [p.detach().clone() for p in state.model[0].parameters()]  # noqa: E731
-    records = [trainer.train_step()]
-    before = params()
-    records.append(trainer.train_step())                       # step 2: NaN -> skipped
-    assert records[-1]["skipped"] and not records[0]["skipped"]
-    assert all((a == b).all() for a, b in zip(before, params()))
-    records.append(trainer.train_step())                       # step 3 trains again
-    assert not records[-1]["skipped"] and trainer.nonfinite_in_a_row == 0
-    trainer.train_step()
-    trainer.train_step()
-    with pytest.raises(NonFiniteLossError, match="train.max_nonfinite_steps=3"):
+        spec.forward_step = forward
+        params = lambda: [p.detach().clone() for p in state.model[0].parameters()]  # noqa: E731
+        records = [trainer.train_step()]
+        before = params()
+        records.append(trainer.train_step())                       # step 2: NaN -> skipped
+        assert records[-1]["skipped"] and not records[0]["skipped"]
+        assert all((a == b).all() for a, b in zip(before, params()))
+        records.append(trainer.train_step())                       # step 3 trains again
+        assert not records[-1]["skipped"] and trainer.nonfinite_in_a_row == 0
         trainer.train_step()
+        trainer.train_step()
+        with pytest.raises(NonFiniteLossError, match="train.max_nonfinite_steps=3"):
+            trainer.train_step()
 
 
 def test_tensor_parallel_2_checkpoint_resumes_with_tensor_parallel_1(tiny_data_config, tmp_path):
@@ -143,7 +144,7 @@ def test_pipeline_parallel_2_checkpoint_resumes_with_pipeline_parallel_1(tiny_da
 
 
 def _cli(config_overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "megatron_rrtf", "pretrain", "configs/tiny.yaml",
+    return [sys.executable, "-m", "mrrtf", "pretrain", "configs/tiny.yaml",
             "configs/objectives/codegen2_mix.yaml", *config_overrides]
 
 
@@ -242,7 +243,7 @@ def test_loss_falls_below_the_unigram_entropy_of_the_data(tiny_data_config, tmp_
 def test_plot_writes_loss_curves_of_several_runs(tmp_path):
     import json
 
-    from megatron_rrtf.cli import main
+    from mrrtf.cli import main
 
     for name, offset in (("causal", 0.0), ("mix", 0.3)):
         run = tmp_path / name
@@ -267,15 +268,15 @@ def test_init_from_loads_weights_only_into_a_fresh_run(tiny_data_config, tmp_pat
     run_pretrain(pretrain_config(tiny_data_config, tmp_path / "a", "train.train_steps=2"))
     cfg = pretrain_config(tiny_data_config, tmp_path / "b", "train.train_steps=2",
                           f"checkpoint.init_from={tmp_path / 'a'}")
-    tokenizer = prepare(cfg)
-    vocab = cfg.model.padded_vocab_size(tokenizer.vocab_size)
-    trainer = Trainer(cfg, build_model_state(cfg, vocab), build_pretrain_spec(cfg, tokenizer))
-    trainer.maybe_resume()
-    assert trainer.step == 0 and trainer.spec.source.state_dict()["consumed_samples"] == 0
-    reference = build_model_state(cfg, vocab)
-    load_model(reference.model, resolve_step_dir(tmp_path / "a"))
-    for p, q in zip(trainer.state.model[0].parameters(), reference.model[0].parameters()):
-        assert torch.equal(p, q)
+    with training_run(cfg) as tokenizer:
+        vocab = cfg.model.padded_vocab_size(tokenizer.vocab_size)
+        trainer = Trainer(cfg, build_model_state(cfg, vocab), build_pretrain_spec(cfg, tokenizer))
+        trainer.maybe_resume()
+        assert trainer.step == 0 and trainer.spec.source.state_dict()["consumed_samples"] == 0
+        reference = build_model_state(cfg, vocab)
+        load_model(reference.model, resolve_step_dir(tmp_path / "a"))
+        for p, q in zip(trainer.state.model[0].parameters(), reference.model[0].parameters()):
+            assert torch.equal(p, q)
 
 
 def test_data_parallel_2_matches_one_process_with_the_same_global_batch(tiny_data_config,

@@ -26,15 +26,11 @@ constants to reading the constants from the instruction."""
 @pytest.mark.usefixtures("one_torch_thread")  # leaves the other core to the other test worker
 def test_rrtf_demo_raises_heldout_pass_at_1_on_every_seed(tiny_data_config, tmp_path):
     from align.demo import run_rrtf_demo
-    from megatron_rrtf.parallel.init import destroy_parallel
     from pretrain.run import run_pretrain
 
     pretrained = tmp_path / "pretrain"
-    try:
-        run_pretrain(pretrain_config(tiny_data_config, pretrained, "train.train_steps=20",
-                                     "model.seq_length=256", "model.hidden_size=128"))
-    finally:
-        destroy_parallel()
+    run_pretrain(pretrain_config(tiny_data_config, pretrained, "train.train_steps=20",
+                                 "model.seq_length=256", "model.hidden_size=128"))
     results = [run_rrtf_demo(pretrained, tmp_path / "rrtf", seed, n_train=200, n_heldout=40,
                              overrides=["train.train_steps=800", "rrtf.student.samples=1",
                                         "logging.progress_bar=false"],

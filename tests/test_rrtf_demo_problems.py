@@ -53,8 +53,8 @@ def test_heldout_mode_is_checked_and_exhaustion_is_an_error():
 
 
 def test_cli_lists_the_same_heldout_modes():
-    from megatron_rrtf.commands.rrtf_cmd import HELDOUT_MODES as CLI_MODES
     from megatron_rrtf.rrtf.demo_problems import HELDOUT_MODES
+    from mrrtf.commands.rrtf_cmd import HELDOUT_MODES as CLI_MODES
 
     assert CLI_MODES == HELDOUT_MODES
 

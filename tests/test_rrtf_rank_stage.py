@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from align.rank import rank_problems, read_responses, write_ranked
-from megatron_rrtf.cli import main
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
 from megatron_rrtf.rrtf.problems import Problem, Response
+from mrrtf.cli import main
 
 
 @dataclass(frozen=True)

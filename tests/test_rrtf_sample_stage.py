@@ -4,9 +4,9 @@ import json
 
 from align.rank import read_responses
 from align.sample import sample_all
-from megatron_rrtf.cli import main
 from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig, TeacherConfig
 from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
+from mrrtf.cli import main
 from tests.rrtf_helpers import save_tiny_hf_model
 
 

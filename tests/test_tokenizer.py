@@ -116,7 +116,7 @@ def test_cli_trains_a_tokenizer(tmp_path):
     f = tmp_path / "code.py"
     f.write_text("def add(a, b):\n    return a + b\n" * 200 + "print('héllo')\n")
     out = subprocess.run(
-        [sys.executable, "-m", "megatron_rrtf", "tokenizer", "train", "--input", str(f),
+        [sys.executable, "-m", "mrrtf", "tokenizer", "train", "--input", str(f),
          "--vocab-size", "320", "--out", str(tmp_path / "tok")],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

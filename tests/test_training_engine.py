@@ -10,7 +10,6 @@ import torch
 
 from megatron_rrtf.config import load_config
 from megatron_rrtf.model.build import build_gpt_model
-from megatron_rrtf.parallel.init import initialize_parallel
 from megatron_rrtf.training.loop import LoopSpec, Trainer
 from megatron_rrtf.training.setup import build_model_state
 from pretrain.forward import STAT_NAMES, make_forward_step
@@ -51,7 +50,7 @@ def _batches(n_micro: int, micro: int):
     return out
 
 
-def test_one_megatron_step_equals_torch_adamw(tmp_path):
+def test_one_megatron_step_equals_torch_adamw(tmp_path, world_of_one):
     cfg = load_config("configs/tiny.yaml", [
         "model.hidden_size=64", f"model.seq_length={SEQ}", "train.micro_batch_size=2",
         "train.global_batch_size=6", "train.warmup_steps=4", "train.lr=1e-2",
@@ -60,7 +59,6 @@ def test_one_megatron_step_equals_torch_adamw(tmp_path):
         # gradient flips an update of size lr. A larger eps keeps the comparison meaningful.
         "train.adam_eps=1e-4",
         "logging.wandb_mode=disabled", "logging.progress_bar=false"])
-    initialize_parallel(cfg.parallel, seed=0)
     state = build_model_state(cfg, VOCAB)
     reference = build_gpt_model(cfg, VOCAB)  # megatron modules hold process groups: no deepcopy
     reference.load_state_dict(copy.deepcopy(state.model[0].module.state_dict()))

@@ -74,6 +74,15 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be in [0, 1)")
 
+    def real_vocab_size(self, tokenizer_vocab_size: int) -> int:
+        """model.vocab_size, or the tokenizer's size when it is null."""
+        return self.vocab_size or tokenizer_vocab_size
+
+    def padded_vocab_for(self, tokenizer_vocab_size: int) -> int:
+        """Rows of the embedding table for a tokenizer of this size: the real vocabulary,
+        padded."""
+        return self.padded_vocab_size(self.real_vocab_size(tokenizer_vocab_size))
+
     def padded_vocab_size(self, vocab_size: int) -> int:
         """The embedding table is padded so every TP shard has equal, aligned rows."""
         multiple = self.make_vocab_size_divisible_by

@@ -46,13 +46,13 @@ def load_megatron_state(config: RunConfig, step_dir: Path, padded_vocab: int,
                         seed: int = 0) -> dict[str, torch.Tensor]:
     """The checkpoint's weights as a TP=1/PP=1 megatron state dict on CPU (this process only)."""
     from megatron_rrtf.model.build import build_gpt_model
-    from megatron_rrtf.parallel.init import initialize_parallel
+    from megatron_rrtf.parallel.init import process_groups
 
     single = dataclasses.replace(config, parallel=ParallelConfig())
-    initialize_parallel(single.parallel, seed)
-    model = build_gpt_model(single, padded_vocab)
-    load_model(model, step_dir)
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    with process_groups(single.parallel, seed):
+        model = build_gpt_model(single, padded_vocab)
+        load_model(model, step_dir)
+        return {k: v.detach().cpu() for k, v in model.state_dict().items() if torch.is_tensor(v)}
 
 
 def _hf_token_ids(tokenizer_path: Path, tokenizer) -> tuple[int | None, int | None, int | None]:
@@ -114,7 +114,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
                           "needs the tokenizer it was trained with")
     tokenizer_path = Path(config.data.tokenizer)
     tokenizer = load_tokenizer(tokenizer_path)
-    vocab = model.vocab_size or tokenizer.vocab_size
+    vocab = model.real_vocab_size(tokenizer.vocab_size)
     if tokenizer.vocab_size > vocab:
         raise ExportError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} ids, more than "
                           f"model.vocab_size={vocab}")

@@ -37,7 +37,7 @@ def import_checkpoint(hf_dir: str | Path, out_dir: str | Path, seed: int = 0) ->
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from megatron_rrtf.model.build import build_gpt_model
-    from megatron_rrtf.parallel.init import initialize_parallel
+    from megatron_rrtf.parallel.init import process_groups
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if not (hf_dir / "config.json").is_file():
@@ -69,20 +69,19 @@ def import_checkpoint(hf_dir: str | Path, out_dir: str | Path, seed: int = 0) ->
     padded = model.padded_vocab_size(model.vocab_size)
     state = converter.from_hf(hf_model.state_dict(), model, padded)
     del hf_model
-    initialize_parallel(config.parallel, seed)
-    megatron = build_gpt_model(config, padded)
-    missing, unexpected = megatron.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("._extra_state")]
-    if missing or unexpected:
-        raise CheckpointError(f"converted weights do not fit the megatron model: missing "
-                              f"{missing[:3]}, unexpected {unexpected[:3]}")
-
-    root = out_dir / "checkpoints"
-    final = root / step_dir_name(0)
-    tmp = root / f".tmp_{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(megatron, tmp)
+    with process_groups(config.parallel, seed):
+        megatron = build_gpt_model(config, padded)
+        missing, unexpected = megatron.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("._extra_state")]
+        if missing or unexpected:
+            raise CheckpointError(f"converted weights do not fit the megatron model: missing "
+                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
+        root = out_dir / "checkpoints"
+        final = root / step_dir_name(0)
+        tmp = root / f".tmp_{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(megatron, tmp)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     os.replace(tmp, final)
     (root / LATEST).write_text(final.name + "\n")

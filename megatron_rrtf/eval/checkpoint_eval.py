@@ -315,14 +315,10 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
         else:
             from megatron_rrtf.config import load_config
             from megatron_rrtf.eval.perplexity import heldout_perplexity
-            from megatron_rrtf.parallel.init import destroy_parallel
 
-            try:
-                tasks["perplexity"] = heldout_perplexity(
-                    load_config(resolved.step_dir / "config.yaml"), resolved.step_dir,
-                    options.ppl_samples)
-            finally:
-                destroy_parallel()
+            tasks["perplexity"] = heldout_perplexity(
+                load_config(resolved.step_dir / "config.yaml"), resolved.step_dir,
+                options.ppl_samples)
         times["perplexity"] = time.time() - t0
     if {"humaneval", "infill"} & set(options.tasks):
         from megatron_rrtf.eval.generate import load_model

@@ -29,14 +29,11 @@ from megatron_rrtf.objectives.mixture import collate
 
 
 def load_megatron_model(config: RunConfig, step_dir: Path, padded_vocab: int) -> torch.nn.Module:
-    """The checkpoint's GPTModel, TP=1/PP=1, in eval mode (starts a world of one if needed)."""
+    """The checkpoint's GPTModel, TP=1/PP=1, in eval mode (inside `process_groups`)."""
     from megatron_rrtf.checkpoint.model_io import load_model
     from megatron_rrtf.model.build import build_gpt_model
-    from megatron_rrtf.parallel.init import initialize_parallel
 
-    single = dataclasses.replace(config, parallel=ParallelConfig())
-    initialize_parallel(single.parallel, config.train.seed)
-    model = build_gpt_model(single, padded_vocab)
+    model = build_gpt_model(dataclasses.replace(config, parallel=ParallelConfig()), padded_vocab)
     load_model(model, step_dir)
     return model.eval()
 
@@ -77,13 +74,22 @@ def score_samples(model: torch.nn.Module, samples: list[np.ndarray], ids, seq_le
 
 def heldout_perplexity(config: RunConfig, step_dir: Path, max_samples: int | None = None,
                        batch_size: int = 8) -> dict[str, dict[str, Any]]:
-    """Per evaluation domain: loss, perplexity, bits_per_byte, num_samples/tokens/bytes."""
+    """Per evaluation domain: loss, perplexity, bits_per_byte, num_samples/tokens/bytes (in a
+    world of one, set up and torn down here)."""
+    from megatron_rrtf.parallel.init import process_groups
     from megatron_rrtf.tokenizer.loader import load_tokenizer
 
     tokenizer = load_tokenizer(config.data.tokenizer)
     m = config.model
-    model = load_megatron_model(config, step_dir,
-                                m.padded_vocab_size(m.vocab_size or tokenizer.vocab_size))
+    with process_groups(ParallelConfig(), config.train.seed):
+        model = load_megatron_model(config, step_dir,
+                                    m.padded_vocab_for(tokenizer.vocab_size))
+        return _score_domains(model, config, tokenizer, max_samples, batch_size)
+
+
+def _score_domains(model, config: RunConfig, tokenizer, max_samples: int | None,
+                   batch_size: int) -> dict[str, dict[str, Any]]:
+    m = config.model
     special = tokenizer.special_ids if _has_all_special(tokenizer) else _causal_ids(tokenizer)
     drop = {i for i in (tokenizer.token_to_id(t) for t in _special_names()) if i is not None}
 

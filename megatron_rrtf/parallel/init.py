@@ -1,9 +1,13 @@
-"""Start torch.distributed and megatron-core's process groups (torchrun or single process)."""
+"""torch.distributed and megatron-core's process groups (torchrun or single process), set up and
+torn down by one context manager, `process_groups`: library calls that need the groups (training,
+export, import, perplexity) enter it and leave nothing behind."""
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -33,12 +37,31 @@ def init_distributed(backend: str = "auto") -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def initialize_parallel(parallel: ParallelConfig, seed: int) -> tuple[int, int]:
+@contextmanager
+def process_groups(parallel: ParallelConfig, seed: int) -> Iterator[tuple[int, int]]:
+    """The default process group, megatron's model-parallel groups and the seeds for the body;
+    yields (rank, world_size) and tears down what it set up, on error too.
+
+    A default process group the caller started (torchrun code that calls several stages) is used
+    and left running; megatron's model-parallel groups belong to this context alone, so entering
+    while they exist (inside another `process_groups`) is refused instead of replacing them."""
+    if parallel_state.model_parallel_is_initialized():
+        raise RuntimeError("megatron's model-parallel groups are already set up: process_groups() "
+                           "cannot nest (finish the enclosing one first)")
+    owns_world = not dist.is_initialized()
+    try:
+        yield _initialize(parallel, seed)
+    finally:
+        if parallel_state.model_parallel_is_initialized():
+            parallel_state.destroy_model_parallel()
+        if owns_world and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _initialize(parallel: ParallelConfig, seed: int) -> tuple[int, int]:
     """Process group + megatron model-parallel groups + seeds; CPU compat mode without CUDA."""
     cpu_compat.enable_if_no_cuda()
     rank, world = init_distributed(parallel.distributed_backend)
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=parallel.tensor_parallel,
         pipeline_model_parallel_size=parallel.pipeline_parallel,
@@ -58,10 +81,3 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
-
-
-def destroy_parallel() -> None:
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    if dist.is_initialized():
-        dist.destroy_process_group()

@@ -1,3 +1,3 @@
 """RRTF (PanGu-Coder2) pure parts: problems, decontamination, evolution, code extraction,
 test-based ranking, ranking losses and candidate packing. File and process effects live in
-`align/` and `megatron_rrtf.commands.rrtf_cmd`; see docs/rrtf.md for the choices made here."""
+`align/` and `mrrtf.commands.rrtf_cmd`; see docs/rrtf.md for the choices made here."""

@@ -301,7 +301,8 @@ class ZygoteClient:
 
 # ------------------------------------------------------------------ one fork server per process
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+def _repo_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
 
 
 def hidden_dirs() -> list[str]:
@@ -310,7 +311,7 @@ def hidden_dirs() -> list[str]:
     ':'-separated list). Never an ancestor of the standard library the candidate needs. Computed
     when a fork server starts (never at import), so it sees the environment of that moment."""
     candidates = {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
-    candidates |= {str(_REPO_ROOT), "/home", "/mnt", "/srv", "/dev/shm", "/var/tmp", "/run/lock"}
+    candidates |= {_repo_root(), "/home", "/mnt", "/srv", "/dev/shm", "/var/tmp", "/run/lock"}
     candidates |= {p for p in os.environ.get("MRRTF_SANDBOX_HIDE", "").split(":") if p}
     keep = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
     hidden = []
@@ -328,7 +329,7 @@ def reachable_dirs() -> list[str]:
 
 
 def _boot_command() -> list[str]:
-    boot = (f"import sys; sys.path.insert(0, {str(_REPO_ROOT)!r}); import json; "
+    boot = (f"import sys; sys.path.insert(0, {_repo_root()!r}); import json; "
             "from megatron_rrtf.sandbox.zygote import main; main(json.loads(sys.argv[1]))")
     return [sys.executable, "-I", "-S", "-c", boot]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from megatron_rrtf.commands.arglists import csv_ints, csv_items
+from mrrtf.commands.arglists import csv_ints, csv_items
 
 HELP = "evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infilling (span, FIM)"
 

@@ -1,4 +1,4 @@
-"""`mrrtf`: one verb -> one module table. Each module in megatron_rrtf.commands exposes
+"""`mrrtf`: one verb -> one module table. Each module in mrrtf.commands exposes
 HELP, add_arguments(parser) and run(args) -> exit code; heavy imports stay inside run()."""
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from megatron_rrtf.errors import MrrtfError
 
 # verb -> module; only verbs that work are registered.
 COMMANDS: dict[str, str] = {
-    "config": "megatron_rrtf.commands.config_cmd",
-    "humaneval": "megatron_rrtf.commands.humaneval_cmd",
-    "rrtf": "megatron_rrtf.commands.rrtf_cmd",
-    "tokenizer": "megatron_rrtf.commands.tokenizer_cmd",
-    "preprocess": "megatron_rrtf.commands.preprocess_cmd",
-    "data": "megatron_rrtf.commands.data_cmd",
-    "pretrain": "megatron_rrtf.commands.pretrain",
-    "export": "megatron_rrtf.commands.export",
-    "import": "megatron_rrtf.commands.import_cmd",
-    "plot": "megatron_rrtf.commands.plot",
-    "demo": "megatron_rrtf.commands.demo",
-    "eval": "megatron_rrtf.commands.eval_cmd",
-    "compare": "megatron_rrtf.commands.compare",
-    "compare-demo": "megatron_rrtf.commands.compare_demo",
+    "config": "mrrtf.commands.config_cmd",
+    "humaneval": "mrrtf.commands.humaneval_cmd",
+    "rrtf": "mrrtf.commands.rrtf_cmd",
+    "tokenizer": "mrrtf.commands.tokenizer_cmd",
+    "preprocess": "mrrtf.commands.preprocess_cmd",
+    "data": "mrrtf.commands.data_cmd",
+    "pretrain": "mrrtf.commands.pretrain",
+    "export": "mrrtf.commands.export",
+    "import": "mrrtf.commands.import_cmd",
+    "plot": "mrrtf.commands.plot",
+    "demo": "mrrtf.commands.demo",
+    "eval": "mrrtf.commands.eval_cmd",
+    "compare": "mrrtf.commands.compare",
+    "compare-demo": "mrrtf.commands.compare_demo",
 }
 
 

@@ -14,9 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
     from megatron_rrtf.data.preprocess import preprocess
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
     config = load_config(paths, overrides)

@@ -15,17 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import destroy_parallel
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
     from pretrain.run import run_pretrain
 
     paths, overrides = split_configs_and_overrides(args.configs)
     config = load_config(paths, overrides)
-    try:
-        summary = run_pretrain(config)
-    finally:
-        destroy_parallel()
+    summary = run_pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     # 0: done or stopped at train.exit_interval (resume with the same command); 3: stopped by a

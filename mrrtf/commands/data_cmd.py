@@ -19,12 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
     from megatron_rrtf.data.manifest import read_manifest
     from megatron_rrtf.data.preprocess import tokenizer_path
     from megatron_rrtf.data.stream import build_eval_streams, build_train_stream
     from megatron_rrtf.tokenizer import load_tokenizer
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
     config = load_config(paths, overrides)

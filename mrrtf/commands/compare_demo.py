@@ -19,13 +19,11 @@ from pathlib import Path
 
 HELP = "train 4 tiny runs differing only in objective mixture, evaluate and compare them (CPU)"
 
-DATA_CONFIG = "configs/data/builtin.yaml"
-MODEL_CONFIG = "configs/tiny.yaml"
-RUNS = {  # run name -> objective mixture config
-    "causal": "configs/objectives/causal.yaml",
-    "causal+span": "configs/objectives/codegen2_mix.yaml",
-    "causal+fim": "configs/objectives/causal_fim.yaml",
-    "causal+prefix_lm": "configs/objectives/causal_prefix_lm.yaml",
+RUNS = {  # run name -> objective mixture config (under the project's configs/)
+    "causal": "objectives/causal.yaml",
+    "causal+span": "objectives/codegen2_mix.yaml",
+    "causal+fim": "objectives/causal_fim.yaml",
+    "causal+prefix_lm": "objectives/causal_prefix_lm.yaml",
 }
 
 
@@ -80,11 +78,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
     """Preprocess, then pretrain each mixture (skipped when its run already completed)."""
     from megatron_rrtf.config import load_config
+    from megatron_rrtf.config.bundled import bundled_config
     from megatron_rrtf.data.preprocess import preprocess
-    from megatron_rrtf.parallel.init import destroy_parallel
+    from mrrtf.commands.demo import DATA_CONFIG, MODEL_CONFIG
     from pretrain.run import run_pretrain
 
-    data_config = load_config([DATA_CONFIG])
+    data_path, model_path = bundled_config(DATA_CONFIG), bundled_config(MODEL_CONFIG)
+    data_config = load_config([data_path])
     if not (Path(data_config.data.output_dir) / "manifest.json").is_file():
         preprocess(data_config)
     tokenizer = Path(data_config.data.output_dir) / "tokenizer.model"
@@ -92,17 +92,14 @@ def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
     for i, (name, objective) in enumerate(RUNS.items(), 1):
         run_dir = out / "runs" / name
         run_dirs[name] = run_dir
-        config = load_config([MODEL_CONFIG, DATA_CONFIG, objective], [
+        config = load_config([model_path, data_path, bundled_config(objective)], [
             f"data.tokenizer={tokenizer}", f"train.train_steps={steps}",
             f"train.eval_interval={max(steps // 8, 1)}", f"checkpoint.save_interval={steps}",
             f"logging.run_dir={run_dir}", f"logging.run_name=compare-{name}",
             "logging.wandb_mode=disabled", *overrides])
         t0 = time.time()
         print(f"[train {i}/{len(RUNS)}] {name} ({objective}), {steps} steps", flush=True)
-        try:
-            result = run_pretrain(config)
-        finally:
-            destroy_parallel()
+        result = run_pretrain(config)
         print(f"      {result['status']} in {time.time() - t0:.0f} s", flush=True)
     return run_dirs
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 
-from megatron_rrtf.commands.arglists import csv_ints
+from mrrtf.commands.arglists import csv_ints
 
 HELP = "sample a HF model on HumanEval and score the completions in the sandbox (pass@k)"
 

@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from megatron_rrtf.commands.arglists import csv_ints, csv_items
+from mrrtf.commands.arglists import csv_ints, csv_items
 
 HELDOUT_MODES = ("params", "templates")
 """= rrtf.demo_problems.HELDOUT_MODES, not imported so that parsing stays light (numpy)."""
@@ -206,9 +206,9 @@ def _evolve(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from align.sample import hf_generate, sample_all, write_responses
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
     from megatron_rrtf.rrtf.problems import load_problems
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
     cfg = load_config(paths, overrides).rrtf
@@ -244,16 +244,11 @@ def _rank(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from align.train import run_rrtf_train
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
-    from megatron_rrtf.parallel.init import destroy_parallel
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
-    config = load_config(paths, overrides)
-    try:
-        summary = run_rrtf_train(config, args.ranked)
-    finally:
-        destroy_parallel()
+    summary = run_rrtf_train(load_config(paths, overrides), args.ranked)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 3 if summary["status"] == "interrupted" else 0
@@ -261,8 +256,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run_rounds(args: argparse.Namespace) -> int:
     from align.rounds import run_rounds
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
     summary = run_rounds(load_config(paths, overrides), args.problems, seed=args.seed)
@@ -278,11 +273,11 @@ def _run_rounds(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from align.evaluate import HeldoutEval, evaluate_model, write_comparison
-    from megatron_rrtf.commands.config_cmd import split_configs_and_overrides
     from megatron_rrtf.config import load_config
     from megatron_rrtf.errors import ConfigError
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
     from megatron_rrtf.rrtf.problems import load_problems
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
     paths, overrides = split_configs_and_overrides(args.configs)
     cfg = load_config(paths, overrides).rrtf

@@ -15,9 +15,10 @@ from pathlib import Path
 
 HELP = "tiny end-to-end run on the built-in corpus (CPU, a few minutes)"
 
-DATA_CONFIG = "configs/data/builtin.yaml"
-MODEL_CONFIG = "configs/tiny.yaml"
-OBJECTIVE_CONFIG = "configs/objectives/codegen2_mix.yaml"
+DATA_CONFIG = "data/builtin.yaml"
+MODEL_CONFIG = "tiny.yaml"
+OBJECTIVE_CONFIG = "objectives/codegen2_mix.yaml"
+"""Names under the project's configs/ (megatron_rrtf.config.bundled), found from any directory."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,16 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from megatron_rrtf.config import load_config
+    from megatron_rrtf.config.bundled import bundled_config
     from megatron_rrtf.data.preprocess import preprocess
-    from megatron_rrtf.parallel.init import destroy_parallel
     from megatron_rrtf.training.plots import plot_runs, read_run_metrics
     from pretrain.run import run_pretrain
 
     t_start = time.time()
     out = Path(args.out)
     run_dir = out / "pretrain"
-    print(f"[1/4] preprocessing the built-in corpus ({DATA_CONFIG})", flush=True)
-    data_config = load_config([DATA_CONFIG])
+    data_path = bundled_config(DATA_CONFIG)
+    print(f"[1/4] preprocessing the built-in corpus ({data_path})", flush=True)
+    data_config = load_config([data_path])
     preprocess(data_config)
     tokenizer = Path(data_config.data.output_dir) / "tokenizer.model"
 
@@ -49,16 +51,14 @@ def run(args: argparse.Namespace) -> int:
                  f"train.exit_interval={half}", "train.eval_interval=50",
                  f"checkpoint.save_interval={half}", f"logging.run_dir={run_dir}",
                  "logging.run_name=demo-tiny-codegen2-mix", *args.overrides]
-    config = load_config([MODEL_CONFIG, DATA_CONFIG, OBJECTIVE_CONFIG], overrides)
+    config = load_config([bundled_config(MODEL_CONFIG), data_path,
+                          bundled_config(OBJECTIVE_CONFIG)], overrides)
     print(f"[2/4] pretraining the tiny model to step {half}, then stopping at the checkpoint",
           flush=True)
-    try:
-        first = run_pretrain(config)
-        print(f"      stopped: {json.dumps(first)}", flush=True)
-        print(f"[2/4] resuming from {first['checkpoint']} to step {args.steps}", flush=True)
-        second = run_pretrain(config)
-    finally:
-        destroy_parallel()
+    first = run_pretrain(config)
+    print(f"      stopped: {json.dumps(first)}", flush=True)
+    print(f"[2/4] resuming from {first['checkpoint']} to step {args.steps}", flush=True)
+    second = run_pretrain(config)
     print(f"[3/4] plotting into {run_dir / 'plots'}", flush=True)
     plots = plot_runs([run_dir], run_dir / "plots")
 

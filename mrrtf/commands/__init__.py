@@ -1,0 +1,1 @@
+"""Sub-commands of `mrrtf`, one module each (see mrrtf.cli.COMMANDS)."""
