@@ -1,13 +1,16 @@
 """The RRTF CPU demo: align the tiny pretrained model on the demo problem family.
 
 Per seed, under <out>/seed_<s>/:
-  data/{train,heldout,teacher}.jsonl   demo problems (held-out = whole templates) and a teacher
-                                       file mixing correct and labelled-buggy answers
+  data/{train,heldout,teacher}.jsonl   demo problems (held-out split per DemoData.heldout_mode)
+                                       and a teacher file mixing correct and labelled-buggy
+                                       answers
   rrtf/round_*/                        rounds of sample -> rank -> train with the RRTF loss
   sft/round_*/                         the same ranked sets, rrtf.rank_weight=0 (SFT only)
   eval.{md,json}                       held-out pass@1 before / after RRTF / after SFT-only
 The SFT-only baseline trains on RRTF's own ranked files (SFT reads only the best teacher answer,
-so which student samples sit beside it does not change its loss), for the same steps.
+so which student samples sit beside it does not change its loss), for the same steps. Models are
+exported for evaluation through the one export cache (RUN/eval/hf_step_X of each run). The seed
+sets the demo data, train.seed (training order) and, through it, the sampling seeds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,14 @@ from megatron_rrtf.config import RunConfig, load_config
 from megatron_rrtf.config.bundled import bundled_config
 from megatron_rrtf.errors import CheckpointError
 from megatron_rrtf.eval.checkpoint_eval import EvalOptions
+from megatron_rrtf.rrtf.demo_problems import HeldoutMode
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = "rrtf/tiny_demo.yaml"
 """Under the project's configs/ (megatron_rrtf.config.bundled): found from any directory."""
+DEMO_SEED = 1
+"""The seed `mrrtf demo` and `mrrtf rrtf demo` run with unless told otherwise."""
 COLUMNS = ("before", "after RRTF", "after SFT-only")
 DEMO_BENCHMARKS = EvalOptions(tasks=("humaneval", "infill"), num_samples=5, ks=(1, 5),
                               max_new_tokens=64, infill_tasks=20, infill_formats=("span",),
@@ -37,20 +44,35 @@ DEMO_BENCHMARKS = EvalOptions(tasks=("humaneval", "infill"), num_samples=5, ks=(
 mask type in the span format the demo model was pretrained on: sized for the CPU demo budget."""
 
 
-def write_demo_data(out: Path, n_train: int, n_heldout: int, seed: int,
-                    teacher_per_problem: int = 2, correct_fraction: float = 0.7,
-                    heldout_mode: str = "params") -> dict[str, Path]:
-    """train/heldout/teacher JSONL files under `out` (heldout_mode: see
-    demo_problems.generate_demo_problems)."""
+@dataclass(frozen=True)
+class DemoData:
+    """The demo problem family's size and teacher (the CLI's flags take their defaults here)."""
+
+    train: int = 400
+    """Training problems."""
+    heldout: int = 100
+    """Held-out problems."""
+    teacher_per_problem: int = 2
+    """Teacher answers per training problem."""
+    correct_fraction: float = 0.7
+    """Share of the teacher's answers that are correct (the rest carry a labelled bug)."""
+    heldout_mode: HeldoutMode = "params"
+    """params: training templates with unseen parameters; templates: whole templates never seen
+    in training (harder). See demo_problems.generate_demo_problems."""
+
+
+def write_demo_data(out: Path, seed: int, data: DemoData = DemoData()) -> dict[str, Path]:
+    """train/heldout/teacher JSONL files under `out`; returns their paths."""
     from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
 
     out.mkdir(parents=True, exist_ok=True)
-    train, held = generate_demo_problems(n_train, n_heldout, seed, heldout_mode)
-    paths = {name: out / f"{name}.jsonl" for name in ("train", "heldout", "teacher")}
-    for name, probs in (("train", train), ("heldout", held)):
-        paths[name].write_text("".join(json.dumps(d.to_json()) + "\n" for d in probs))
-    recs = teacher_records(train, teacher_per_problem, correct_fraction, seed)
-    paths["teacher"].write_text("".join(json.dumps(r) + "\n" for r in recs))
+    train, held = generate_demo_problems(data.train, data.heldout, seed, data.heldout_mode)
+    recs = teacher_records(train, data.teacher_per_problem, data.correct_fraction, seed)
+    lines = {"train": [d.to_json() for d in train], "heldout": [d.to_json() for d in held],
+             "teacher": recs}
+    paths = {name: out / f"{name}.jsonl" for name in lines}
+    for name, records in lines.items():
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in records))
     return paths
 
 
@@ -74,11 +96,10 @@ def demo_config(pretrained: Path, run_dir: Path, data: dict[str, Path], seed: in
     return config.validate()
 
 
-def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_train: int = 400,
-                  n_heldout: int = 100, config_paths: Sequence[str | Path] | None = None,
+def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int,
+                  data: DemoData = DemoData(), config_paths: Sequence[str | Path] | None = None,
                   overrides: Sequence[str] = (), sft_baseline: bool = True,
-                  benchmarks: EvalOptions | None = DEMO_BENCHMARKS,
-                  heldout_mode: str = "params") -> dict[str, Any]:
+                  benchmarks: EvalOptions | None = DEMO_BENCHMARKS) -> dict[str, Any]:
     """One seed of the demo; returns {"metrics": {column: {...}}, "table", "seconds"}.
     `benchmarks`: the HumanEval / infilling rows of every column (None: held-out rows only)."""
     from align.evaluate import HeldoutEval, evaluate_model, write_comparison
@@ -87,24 +108,24 @@ def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_trai
 
     t0 = time.time()
     pretrained, out = Path(pretrained), Path(out) / f"seed_{seed}"
-    data = write_demo_data(out / "data", n_train, n_heldout, seed, heldout_mode=heldout_mode)
-    rrtf_cfg = demo_config(pretrained, out / "rrtf", data, seed, config_paths, overrides)
-    heldout, _ = load_problems(data["heldout"])
-    settings = HeldoutEval(max_new_tokens=rrtf_cfg.rrtf.student.max_new_tokens, seed=seed)
+    files = write_demo_data(out / "data", seed, data)
+    rrtf_cfg = demo_config(pretrained, out / "rrtf", files, seed, config_paths, overrides)
+    heldout, _ = load_problems(files["heldout"])
+    settings = HeldoutEval(seed=seed)
 
-    def evaluate(model: Path, hf_dir: Path) -> dict[str, float]:
-        return evaluate_model(model, hf_dir, heldout, rrtf_cfg.rrtf, settings, benchmarks)
+    def evaluate(model: Path) -> dict[str, float]:
+        return evaluate_model(model, heldout, rrtf_cfg.rrtf, settings, benchmarks)
 
     columns: dict[str, dict[str, float]] = {}
-    columns["before"] = evaluate(pretrained, out / "before_hf")
+    columns["before"] = evaluate(pretrained)
     print(f"      seed {seed}: held-out pass@1 before: "
           f"{columns['before']['heldout/pass@1 (greedy)']:.3f}", flush=True)
-    rrtf = run_rounds(rrtf_cfg, seed=seed)
-    columns["after RRTF"] = evaluate(Path(rrtf["final"]), out / "rrtf_hf")
+    rrtf = run_rounds(rrtf_cfg)
+    columns["after RRTF"] = evaluate(Path(rrtf["final"]))
     print(f"      seed {seed}: after RRTF: "
           f"{columns['after RRTF']['heldout/pass@1 (greedy)']:.3f}", flush=True)
     if sft_baseline:
-        sft_cfg = demo_config(pretrained, out / "sft", data, seed, config_paths,
+        sft_cfg = demo_config(pretrained, out / "sft", files, seed, config_paths,
                               [*overrides, "rrtf.rank_weight=0"])
         for r in range(1, sft_cfg.rrtf.rounds + 1):  # the same ranked sets as RRTF's rounds
             src, dst = out / "rrtf" / f"round_{r}" / "ranked.jsonl", \
@@ -112,8 +133,8 @@ def run_rrtf_demo(pretrained: str | Path, out: str | Path, seed: int = 1, n_trai
             if src.is_file() and not dst.is_file():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
-        sft = run_rounds(sft_cfg, seed=seed)
-        columns["after SFT-only"] = evaluate(Path(sft["final"]), out / "sft_hf")
+        sft = run_rounds(sft_cfg)
+        columns["after SFT-only"] = evaluate(Path(sft["final"]))
         print(f"      seed {seed}: after SFT-only: "
               f"{columns['after SFT-only']['heldout/pass@1 (greedy)']:.3f}", flush=True)
     table = write_comparison(out / "eval", columns)

@@ -1,7 +1,8 @@
 """Before/after evaluation of an aligned model: held-out problem pass@k and one comparison table.
 
-Held-out problems (the demo family's held-out templates, or any problems JSONL) are prompted
-with the RRTF template, answered by `megatron_rrtf.eval.generate`, reduced to code by the same
+Held-out problems (the demo family's held-out split, or any problems JSONL) are prompted with
+the RRTF template, answered through the one generation path (`align.sample.hf_sampler`: the
+student's max_new_tokens / top_p, rrtf.stop_markers), reduced to code by the same
 `extract_code` rule as ranking and training, and run against their tests in the sandbox
 (`megatron_rrtf.sandbox.run_many`). Metrics:
   heldout/pass@1 (greedy)        one greedy answer per problem
@@ -23,39 +24,37 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from align.rank import RunMany
 from megatron_rrtf.config.rrtf import RRTFConfig
 from megatron_rrtf.errors import ConfigError
 from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 from megatron_rrtf.eval.passk import mean_pass_at_k
-from megatron_rrtf.rrtf.batch import rrtf_config_template
 from megatron_rrtf.rrtf.extract import extract_code
-from megatron_rrtf.rrtf.problems import Problem
+from megatron_rrtf.rrtf.problems import Problem, prompts_for
+from megatron_rrtf.sandbox import run_many
+
+if TYPE_CHECKING:
+    from megatron_rrtf.generation.generator import Sampler
 
 log = logging.getLogger(__name__)
 
-Generate = Callable[[list[str], float, int, int], list[list[str]]]
-"""(prompts, temperature, num_samples, seed) -> completions per prompt (align.sample's shape)."""
-RunMany = Callable[[list[dict[str, Any]]], list[Any]]
-
-
 @dataclass(frozen=True)
 class HeldoutEval:
-    """How held-out problems are answered."""
+    """How held-out problems are answered (besides the student's max_new_tokens and top_p and
+    rrtf.generation_batch_size, which the sampler brings)."""
 
+    seed: int
+    """Sampling seed (the CLI passes train.seed)."""
     samples: int = 0
     """n sampled answers per problem for pass@k (0: greedy pass@1 only)."""
     temperature: float = 0.8
-    top_p: float = 0.95
     ks: tuple[int, ...] = (1, 5)
     """pass@k reported for each k <= samples."""
-    max_new_tokens: int = 64
-    batch_size: int = 64
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.samples < 0 or any(k < 1 for k in self.ks):
@@ -63,72 +62,32 @@ class HeldoutEval:
                               f"in {self.ks} >= 1")
 
 
-def _default_run_many(workers: int | None = None) -> RunMany:
-    from megatron_rrtf.sandbox import Job, run_many
-
-    def run(jobs: list[dict[str, Any]]) -> list[Any]:
-        return run_many([Job(**j) for j in jobs], workers=workers)
-    return run
-
-
 def passed_counts(problems: Sequence[Problem], completions: Sequence[Sequence[str]],
                   cfg: RRTFConfig, run_many: RunMany) -> list[tuple[int, int]]:
     """(samples, passed) per problem: each completion's extracted code against the tests."""
-    jobs = [{"program": extract_code(text, cfg.stop_markers), "tests": p.tests,
-             "entry_point": p.entry_point, "key": f"{p.id}/{i}"}
+    jobs = [p.job(extract_code(text, cfg.stop_markers), i)
             for p, texts in zip(problems, completions) for i, text in enumerate(texts)]
     results = run_many(jobs) if jobs else []
     passed = iter(r.outcome == "passed" for r in results)
     return [(len(texts), sum(next(passed) for _ in texts)) for texts in completions]
 
 
-def heldout_metrics(problems: Sequence[Problem], generate: Generate, cfg: RRTFConfig,
-                    settings: HeldoutEval = HeldoutEval(), run_many: RunMany | None = None,
+def heldout_metrics(problems: Sequence[Problem], sampler: Sampler, cfg: RRTFConfig,
+                    settings: HeldoutEval, run_many: RunMany = run_many,
                     prefix: str = "heldout") -> dict[str, float]:
     """Greedy pass@1 and, when settings.samples > 0, sampled pass@k over `problems`."""
-    run_many = run_many or _default_run_many()
-    template = rrtf_config_template(cfg)
-    prompts = [template.format(p.instruction) for p in problems]
-    greedy = generate(prompts, 0.0, 1, settings.seed)
+    prompts = prompts_for(problems, cfg)
+    greedy = sampler(prompts, 0.0, 1, settings.seed)
     metrics = {f"{prefix}/pass@1 (greedy)":
                mean_pass_at_k(passed_counts(problems, greedy, cfg, run_many), 1)}
     if settings.samples:
-        sampled = generate(prompts, settings.temperature, settings.samples, settings.seed)
+        sampled = sampler(prompts, settings.temperature, settings.samples, settings.seed)
         counts = passed_counts(problems, sampled, cfg, run_many)
         for k in settings.ks:
             if k <= settings.samples:
                 metrics[f"{prefix}/pass@{k} (T={settings.temperature:g}, "
                         f"n={settings.samples})"] = mean_pass_at_k(counts, k)
     return metrics
-
-
-def hf_model_generate(model_dir: str | Path, settings: HeldoutEval, stop: Sequence[str],
-                      device: str = "cpu") -> Generate:
-    """A Generate over a local HF model directory (loaded once)."""
-    from megatron_rrtf.eval.generate import SamplingConfig, generate, load_model
-
-    model, tokenizer = load_model(model_dir, device=device)
-
-    def run(prompts: list[str], temperature: float, num_samples: int, seed: int):
-        gen = SamplingConfig(max_new_tokens=settings.max_new_tokens, temperature=temperature,
-                             top_p=settings.top_p, num_samples=num_samples,
-                             batch_size=settings.batch_size, stop=tuple(stop), seed=seed)
-        return generate(prompts, model, tokenizer, gen)
-    return run
-
-
-def as_hf_dir(model: str | Path, export_to: str | Path) -> Path:
-    """`model` when it is an HF directory (config.json), else export the megatron run or step
-    directory to `export_to` (reused when already there)."""
-    model = Path(model)
-    if (model / "config.json").is_file():
-        return model
-    export_to = Path(export_to)
-    if not (export_to / "mrrtf_export.json").is_file():
-        from megatron_rrtf.convert.export import export_checkpoint
-
-        export_checkpoint(model, export_to)
-    return export_to
 
 
 def benchmark_metrics(hf_dir: str | Path, options: EvalOptions) -> dict[str, float]:
@@ -143,14 +102,16 @@ def benchmark_metrics(hf_dir: str | Path, options: EvalOptions) -> dict[str, flo
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def evaluate_model(model: str | Path, export_to: str | Path, problems: Sequence[Problem],
-                   cfg: RRTFConfig, settings: HeldoutEval,
-                   benchmarks: EvalOptions | None = None) -> dict[str, float]:
-    """One table column: held-out pass@k of `model` (HF, run or step dir; exported to
-    `export_to` when not HF) and, with `benchmarks`, its HumanEval / infilling rows."""
-    hf = as_hf_dir(model, export_to)
-    metrics = heldout_metrics(problems, hf_model_generate(hf, settings, cfg.stop_markers), cfg,
-                              settings)
+def evaluate_model(model: str | Path, problems: Sequence[Problem], cfg: RRTFConfig,
+                   settings: HeldoutEval, benchmarks: EvalOptions | None = None
+                   ) -> dict[str, float]:
+    """One table column: held-out pass@k of `model` (an HF dir, or a run or step dir exported
+    through the one export cache) and, with `benchmarks`, its HumanEval / infilling rows."""
+    from align.sample import hf_sampler
+    from megatron_rrtf.convert.export_cache import hf_model_dir
+
+    hf = hf_model_dir(model)
+    metrics = heldout_metrics(problems, hf_sampler(hf, cfg.student, cfg), cfg, settings)
     if benchmarks is not None:
         metrics |= benchmark_metrics(hf, benchmarks)
     return metrics

@@ -2,8 +2,9 @@
 
 Responses come from the problems file's own `responses` field and from response JSONL files,
 one response per line: {"problem_id": ..., "text": ..., "source": "student" | "teacher:<m>"}
-(other keys are ignored). The code of each response is taken with `extract_code` and run
-against the problem's tests outside this process by `megatron_rrtf.sandbox.run_many`.
+(other keys are ignored). The code of each response is taken with `extract_code` (cut at
+rrtf.stop_markers, as sampling, training and held-out evaluation do) and run against the
+problem's tests outside this process by `megatron_rrtf.sandbox.run_many`.
 
 Output: one line per problem, responses best first:
   {"id", "instruction", "tests", "entry_point", "responses": [{"text", "code", "source",
@@ -20,7 +21,7 @@ from typing import Any
 
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.jsonl import iter_jsonl
-from megatron_rrtf.rrtf.extract import DEFAULT_STOP_MARKERS, extract_code
+from megatron_rrtf.rrtf.extract import extract_code
 from megatron_rrtf.rrtf.problems import Problem, Response
 from megatron_rrtf.rrtf.ranking import (
     RankedResponse,
@@ -28,11 +29,13 @@ from megatron_rrtf.rrtf.ranking import (
     outcome_distribution,
     rank_responses,
 )
+from megatron_rrtf.sandbox import ExecutionResult, Job, run_many
 
 log = logging.getLogger(__name__)
 
-RunMany = Callable[[list[Any]], list[Any]]
-"""jobs -> execution results, in order (megatron_rrtf.sandbox.run_many's shape)."""
+RunMany = Callable[[list[Job]], list[ExecutionResult]]
+"""Sandbox jobs -> verdicts, in order: megatron_rrtf.sandbox.run_many (with its `workers`
+bound by the caller when it wants a number other than the CPU count)."""
 
 
 def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
@@ -48,38 +51,28 @@ def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:
     return out
 
 
-def _default_run_many() -> RunMany:
-    from megatron_rrtf.sandbox import Job, run_many
-
-    def run(jobs: list[Any]) -> list[Any]:
-        return run_many([Job(**j) for j in jobs])
-    return run
-
-
 def rank_problems(
     problems: Sequence[Problem],
+    stop_markers: Sequence[str],
     extra_responses: dict[str, list[Response]] | None = None,
-    run_many: RunMany | None = None,
-    stop_markers: Sequence[str] = DEFAULT_STOP_MARKERS,
+    run_many: RunMany = run_many,
 ) -> list[tuple[Problem, list[RankedResponse], list[str]]]:
-    """Run every response's code against its problem's tests and rank per problem.
+    """Run every response's code (extracted with `stop_markers`, i.e. rrtf.stop_markers) against
+    its problem's tests and rank per problem.
 
     Returns (problem, ranked responses, extracted code in ranked order) per problem that has
-    responses. `run_many` gets a list of dicts with Job's fields (program, tests, entry_point,
-    key) and returns results with outcome / tests_passed / tests_total."""
+    responses."""
     extra_responses = extra_responses or {}
     known = {p.id for p in problems}
     unknown = sorted(set(extra_responses) - known)
     if unknown:
         log.warning("%d response problem ids are not in the problems file (first: %s)",
                     len(unknown), unknown[0])
-    run_many = run_many or _default_run_many()
     jobs, owners = [], []
     for p in problems:
         for i, r in enumerate(list(p.responses) + extra_responses.get(p.id, [])):
             code = extract_code(r.text, stop_markers)
-            jobs.append({"program": code, "tests": p.tests, "entry_point": p.entry_point,
-                         "key": f"{p.id}/{i}"})
+            jobs.append(p.job(code, i))
             owners.append((p.id, r, code))
     results = run_many(jobs) if jobs else []
     if len(results) != len(jobs):

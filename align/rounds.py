@@ -4,19 +4,22 @@ Layout (one run directory per round, so each round is an ordinary training run w
 config.yaml, metrics.jsonl, checkpoints/ and summary.json):
 
   <logging.run_dir>/
-    round_1/student_hf/        the student this round samples from (HF export of init_from)
     round_1/responses.jsonl    student + teacher responses (+ .progress: resumable sampling)
     round_1/ranked.jsonl       sandbox verdicts, ranked per problem
     round_1/checkpoints/ ...   training from checkpoint.init_from for train.train_steps steps
     round_2/...                the same, starting from round_1's checkpoint
     rounds.json                per round: outcome distribution, student pass rate, train summary
 
+The student a round samples from is the HF export of its starting checkpoint, through the one
+export cache (convert.export_cache: INIT_RUN/eval/hf_step_X, shared with `mrrtf eval` and
+`mrrtf rrtf eval`). Sampling seeds derive from train.seed and the round.
+
 Every round trains train.train_steps steps with a fresh optimizer and schedule (warm-up + decay
 per round), as PanGu-Coder2's offline sampling implies: each round is a new data set.
 
 Resumable: a step whose output exists is not redone. A round whose training finished
-(summary.json `completed` at train_steps) is skipped whole; the export is kept once written
-(written to a temporary name, renamed); sampling resumes chunk by chunk (align.sample); the
+(summary.json `completed` at train_steps) is skipped whole; the export cache keeps the export of
+each save; sampling resumes chunk by chunk (align.sample); the
 ranked file is written to a temporary name and renamed; training resumes from its own latest
 checkpoint (checkpoint.load=auto) or starts from the previous round.
 """
@@ -27,7 +30,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from megatron_rrtf.errors import ConfigError
 log = logging.getLogger(__name__)
 
 StudentFactory = Callable[[Path], Any]
-"""HF model directory -> align.sample Generate (tests pass a fake; default: hf_generate)."""
+"""HF model directory -> a Sampler (default: align.sample.hf_sampler with rrtf.student)."""
 
 
 def round_dir(config: RunConfig, r: int) -> Path:
@@ -61,27 +63,14 @@ def training_done(run_dir: Path, steps: int) -> bool:
     return s.get("status") == "completed" and s.get("step", 0) >= steps
 
 
-def export_student(checkpoint: str | Path, out_dir: Path) -> Path:
-    """The HF export of `checkpoint` at out_dir, written once (temporary name, then renamed)."""
-    if (out_dir / "mrrtf_export.json").is_file():
-        return out_dir
-    from megatron_rrtf.convert.export import export_checkpoint
-
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(checkpoint, tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return out_dir
-
-
-def rank_to_file(problems, responses_path: Path, out: Path, run_many=None) -> dict:
+def rank_to_file(problems, responses_path: Path, out: Path, stop_markers, run_many=None) -> dict:
     """Rank (align.rank) into `out` atomically; returns the outcome distribution."""
     from align.rank import rank_problems, read_responses, write_ranked
 
     tmp = out.with_name(out.name + ".tmp")
-    dist = write_ranked(tmp, rank_problems(problems, read_responses([responses_path]),
-                                           run_many))
+    extra = {"run_many": run_many} if run_many is not None else {}
+    dist = write_ranked(tmp, rank_problems(problems, stop_markers,
+                                           read_responses([responses_path]), **extra))
     os.replace(tmp, out)
     return dist
 
@@ -96,12 +85,13 @@ def _distribution(ranked_path: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed: int = 0,
+def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
                student_factory: StudentFactory | None = None, run_many=None,
                sample_chunk: int = 64) -> dict[str, Any]:
     """Run (or resume) every round; returns the rounds summary also written to rounds.json."""
-    from align.sample import hf_generate, sample_to_file
+    from align.sample import hf_sampler, sample_to_file
     from align.train import run_rrtf_train
+    from megatron_rrtf.convert.export_cache import hf_model_dir
     from megatron_rrtf.rrtf.problems import load_problems
 
     rr = config.rrtf
@@ -113,7 +103,7 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed:
         raise ConfigError("checkpoint.init_from is empty: name the model to align (a pretraining "
                           "run directory or an imported checkpoint)")
     problems, _ = load_problems(problems_path)
-    factory = student_factory or (lambda d: hf_generate(str(d), rr.student, rr.stop_markers))
+    factory = student_factory or (lambda d: hf_sampler(d, rr.student, rr))
     root = Path(config.logging.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     summary_path = root / "rounds.json"
@@ -131,12 +121,11 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None, seed:
             if not ranked.is_file():
                 student = None
                 if rr.student.samples:
-                    hf_dir = export_student(previous, rd / "student_hf")
-                    student = factory(hf_dir)
-                n = sample_to_file(responses, problems, rr, student, seed=seed * 1000 + r,
-                                   chunk_size=sample_chunk)
+                    student = factory(hf_model_dir(previous))
+                n = sample_to_file(responses, problems, rr, student,
+                                   seed=config.train.seed * 1000 + r, chunk_size=sample_chunk)
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
-                rank_to_file(problems, responses, ranked, run_many)
+                rank_to_file(problems, responses, ranked, rr.stop_markers, run_many)
             log.info("round %d: training %s from %s", r, rd, previous)
             info["train"] = run_rrtf_train(cfg_r, ranked)
         info["outcomes"] = _distribution(rd / "ranked.jsonl") \

@@ -1,8 +1,8 @@
 """RRTF sampling stage: K responses per problem from the student and from each teacher.
 
-HF-model sources (the student, `kind: hf_model` teachers) are sampled with
-`megatron_rrtf.eval.generate` at each configured temperature (samples / len(temperatures) per
-temperature), cut at the template's stop markers. `kind: jsonl` teachers contribute up to
+HF-model sources (the student, `kind: hf_model` teachers) are sampled through the one generation
+path (`megatron_rrtf.generation`) at each configured temperature (samples / len(temperatures) per
+temperature), cut at rrtf.stop_markers. `kind: jsonl` teachers contribute up to
 `samples` ready-made responses per problem from their file. Output: one response per line,
 {"problem_id", "text", "source", "temperature"}, as `align.rank` reads it.
 
@@ -21,38 +21,31 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig, TeacherConfig
 from megatron_rrtf.errors import DataError
-from megatron_rrtf.rrtf.batch import rrtf_config_template
-from megatron_rrtf.rrtf.problems import Problem
+from megatron_rrtf.rrtf.problems import Problem, prompts_for
+
+if TYPE_CHECKING:
+    from megatron_rrtf.generation.generator import Sampler
 
 log = logging.getLogger(__name__)
 
-Generate = Callable[[list[str], float, int, int], list[list[str]]]
-"""(prompts, temperature, num_samples, seed) -> completions per prompt."""
+def hf_sampler(model_dir: str | Path, source: SamplingConfig, cfg: RRTFConfig) -> Sampler:
+    """How a local HF model answers for one source (the student, an hf_model teacher, the
+    model under held-out evaluation): its max_new_tokens and top_p, rrtf.stop_markers,
+    rrtf.generation_batch_size. The model is loaded once."""
+    from megatron_rrtf.generation.generator import Generator, Sampling
+
+    return Generator.load(model_dir).sampler(Sampling(
+        max_new_tokens=source.max_new_tokens, top_p=source.top_p,
+        batch_size=cfg.generation_batch_size, stop=tuple(cfg.stop_markers)))
 
 
-def hf_generate(model_dir: str, sampling: SamplingConfig, stop: Sequence[str],
-                batch_size: int = 64, device: str = "cpu") -> Generate:
-    """A Generate over a local HF model directory (loaded once)."""
-    from megatron_rrtf.eval.generate import SamplingConfig as GenConfig
-    from megatron_rrtf.eval.generate import generate, load_model
-
-    model, tokenizer = load_model(model_dir, device=device)
-
-    def run(prompts: list[str], temperature: float, num_samples: int, seed: int):
-        cfg = GenConfig(max_new_tokens=sampling.max_new_tokens, temperature=temperature,
-                        top_p=sampling.top_p, num_samples=num_samples, batch_size=batch_size,
-                        stop=tuple(stop), seed=seed)
-        return generate(prompts, model, tokenizer, cfg)
-    return run
-
-
-def sample_source(problems: Sequence[Problem], prompts: Sequence[str], generate: Generate,
+def sample_source(problems: Sequence[Problem], prompts: Sequence[str], generate: Sampler,
                   sampling: SamplingConfig, source: str, seed: int = 0,
                   seed_of: Callable[[int], int] | None = None) -> list[dict[str, Any]]:
     """samples / len(temperatures) completions per temperature for every problem; the i-th
@@ -85,14 +78,13 @@ def jsonl_teacher(problems: Sequence[Problem], teacher: TeacherConfig,
     return records
 
 
-def sample_all(problems: Sequence[Problem], cfg: RRTFConfig, student: Generate | None,
-               teachers: dict[str, Generate] | None = None, seed: int = 0,
+def sample_all(problems: Sequence[Problem], cfg: RRTFConfig, student: Sampler | None,
+               teachers: dict[str, Sampler] | None = None, seed: int = 0,
                teacher_files: dict[str, dict[str, list[Any]]] | None = None,
                seed_of: Callable[[int], int] | None = None) -> list[dict[str, Any]]:
     """Student samples (when `student` is given) then each configured teacher's.
     teacher_files: jsonl teachers' responses already read, by teacher name."""
-    template = rrtf_config_template(cfg)
-    prompts = [template.format(p.instruction) for p in problems]
+    prompts = prompts_for(problems, cfg)
     records: list[dict[str, Any]] = []
     if student is not None:
         records += sample_source(problems, prompts, student, cfg.student, "student", seed,
@@ -101,7 +93,7 @@ def sample_all(problems: Sequence[Problem], cfg: RRTFConfig, student: Generate |
         if t.kind == "jsonl":
             records += jsonl_teacher(problems, t, (teacher_files or {}).get(t.name))
         else:
-            gen = (teachers or {}).get(t.name) or hf_generate(t.path, t, cfg.stop_markers)
+            gen = (teachers or {}).get(t.name) or hf_sampler(t.path, t, cfg)
             records += sample_source(problems, prompts, gen, t, f"teacher:{t.name}", seed,
                                      seed_of)
     return records
@@ -129,7 +121,7 @@ def _write_progress(path: Path, state: dict[str, Any]) -> None:
 
 
 def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfig,
-                   student: Generate | None, teachers: dict[str, Generate] | None = None,
+                   student: Sampler | None, teachers: dict[str, Sampler] | None = None,
                    seed: int = 0, chunk_size: int = 64) -> int:
     """Resumable sample_all into the JSONL file `path` (see the module docstring); returns the
     number of records in the finished file."""
@@ -157,7 +149,7 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
     gens = dict(teachers or {})
     for t in cfg.teachers:
         if t.kind != "jsonl" and t.name not in gens:
-            gens[t.name] = hf_generate(t.path, t, cfg.stop_markers)
+            gens[t.name] = hf_sampler(t.path, t, cfg)
     n_chunks = -(-len(problems) // chunk_size)
     if state["chunks_done"]:
         log.info("resuming %s after chunk %d of %d", path, state["chunks_done"], n_chunks)

@@ -29,10 +29,10 @@ from megatron_rrtf.rrtf.batch import (
     build_rrtf_batch,
     examples_from_ranked,
     loss_options,
-    rrtf_config_template,
 )
 from megatron_rrtf.rrtf.losses import ranking_loss
 from megatron_rrtf.rrtf.packing import to_prompt_grid
+from megatron_rrtf.rrtf.problems import PromptTemplate
 from megatron_rrtf.training.loop import LoopSpec
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def forward_step(config: RunConfig, batch: dict[str, torch.Tensor], model):
 
 
 def build_rrtf_spec(config: RunConfig, tokenizer, ranked_path: str | Path) -> LoopSpec:
-    template = rrtf_config_template(config.rrtf)
+    template = PromptTemplate.from_config(config.rrtf)
     examples = examples_from_ranked(read_ranked(ranked_path), template)
     if config.model.attention_backend == "local":
         raise ConfigError("model.attention_backend=local cannot take RRTF's block masks with "

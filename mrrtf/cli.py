@@ -14,7 +14,6 @@ from megatron_rrtf.errors import MrrtfError
 # verb -> module; only verbs that work are registered.
 COMMANDS: dict[str, str] = {
     "config": "mrrtf.commands.config_cmd",
-    "humaneval": "mrrtf.commands.humaneval_cmd",
     "rrtf": "mrrtf.commands.rrtf_cmd",
     "tokenizer": "mrrtf.commands.tokenizer_cmd",
     "preprocess": "mrrtf.commands.preprocess_cmd",

@@ -87,7 +87,7 @@ def test_heldout_metrics_run_extracted_code_in_the_sandbox(tmp_path):
                         else "def nope(:\n" for i in range(n)])
         return out
 
-    m = heldout_metrics(problems, generate, cfg, HeldoutEval(samples=4, ks=(1, 2, 8)))
+    m = heldout_metrics(problems, generate, cfg, HeldoutEval(seed=0, samples=4, ks=(1, 2, 8)))
     assert m["heldout/pass@1 (greedy)"] == pytest.approx(1 / 3)
     assert m["heldout/pass@1 (T=0.8, n=4)"] == pytest.approx(0.5 / 3)
     assert m["heldout/pass@2 (T=0.8, n=4)"] == pytest.approx((1 - 1 / 6) / 3)
@@ -98,7 +98,7 @@ def test_heldout_metrics_run_extracted_code_in_the_sandbox(tmp_path):
 @pytest.mark.xdist_group("align")
 def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config, tmp_path):
     from align.rounds import run_rounds
-    from align.sample import hf_generate
+    from align.sample import hf_sampler
     from align.train import run_rrtf_train
     from megatron_rrtf.config import load_config
     from tests.test_align_train import _ranked_set
@@ -122,12 +122,13 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
 
     def factory(hf_dir):
         exports.append(hf_dir)
-        return hf_generate(str(hf_dir), cfg.rrtf.student, cfg.rrtf.stop_markers)
+        return hf_sampler(hf_dir, cfg.rrtf.student, cfg.rrtf)
 
-    summary = run_rounds(cfg, tmp_path / "train.jsonl", seed=1, student_factory=factory,
-                         sample_chunk=5)
+    summary = run_rounds(cfg, tmp_path / "train.jsonl", student_factory=factory, sample_chunk=5)
     rd = tmp_path / "rounds" / "round_1"
-    assert (rd / "student_hf" / "config.json").is_file() and len(exports) == 1
+    # the student is init's export in the one export cache, beside init's checkpoints
+    assert exports == [tmp_path / "init" / "eval" / "hf_step_00000001"]
+    assert (exports[0] / "config.json").is_file()
     records = [json.loads(line) for line in (rd / "responses.jsonl").read_text().splitlines()]
     assert sum(r["source"] == "student" for r in records) == 12 * 2
     assert sum(r["source"] == "teacher:demo" for r in records) == 12
@@ -141,7 +142,7 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
     # Re-run: nothing is redone.
     stamps = {p: p.stat().st_mtime_ns for p in (rd / "responses.jsonl", rd / "ranked.jsonl",
                                                 rd / "summary.json")}
-    again = run_rounds(cfg, tmp_path / "train.jsonl", seed=1, student_factory=factory)
+    again = run_rounds(cfg, tmp_path / "train.jsonl", student_factory=factory)
     assert len(exports) == 1 and again["rounds"][0]["train"]["step"] == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
@@ -151,6 +152,6 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
 
     shutil.rmtree(rd / "checkpoints")
     (rd / "summary.json").unlink()
-    third = run_rounds(cfg, tmp_path / "train.jsonl", seed=1, student_factory=factory)
+    third = run_rounds(cfg, tmp_path / "train.jsonl", student_factory=factory)
     assert len(exports) == 1 and third["rounds"][0]["train"]["status"] == "completed"
     assert (rd / "ranked.jsonl").stat().st_mtime_ns == stamps[rd / "ranked.jsonl"]

@@ -70,6 +70,7 @@ def test_candidate_logprobs_match_log_softmax_on_one_process(world_of_one):
 
 def _ranked_set(tmp_path):
     from align.rank import rank_problems, read_responses, write_ranked
+    from megatron_rrtf.config.rrtf import STOP_MARKERS
     from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
     from megatron_rrtf.rrtf.problems import load_problems
 
@@ -81,7 +82,7 @@ def _ranked_set(tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     problems, _ = load_problems(tmp_path / "train.jsonl")
     responses = read_responses([tmp_path / "teacher.jsonl", tmp_path / "student.jsonl"])
-    write_ranked(tmp_path / "ranked.jsonl", rank_problems(problems, responses))
+    write_ranked(tmp_path / "ranked.jsonl", rank_problems(problems, STOP_MARKERS, responses))
     return tmp_path / "ranked.jsonl"
 
 

@@ -93,10 +93,9 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
 
 
 def _exported(run_dir: Path) -> Path:
-    from megatron_rrtf.checkpoint.manager import resolve_step_dir
-    from megatron_rrtf.eval.checkpoint_eval import export_cached
+    from megatron_rrtf.convert.export_cache import hf_model_dir
 
-    return export_cached(resolve_step_dir(run_dir))
+    return hf_model_dir(run_dir)
 
 
 def test_eval_of_an_hf_dir_uses_our_step_dir_behind_it_or_skips_perplexity(trained_run,
@@ -120,16 +119,15 @@ def test_eval_of_an_hf_dir_uses_our_step_dir_behind_it_or_skips_perplexity(train
     assert set(results["tasks"]["infill"]) == {"num_tasks", "span"}
 
 
-def test_generate_ids_batched_equals_one_prompt_at_a_time(trained_run):
-    from megatron_rrtf.eval.generate import SamplingConfig, generate_ids, load_model
+def test_generation_batched_equals_one_prompt_at_a_time_on_our_export(trained_run):
+    from megatron_rrtf.generation.generator import Generator, Sampling
 
-    hf_dir = _exported(trained_run)
-    model, tokenizer = load_model(hf_dir)
-    prompts = [tokenizer.encode(t, add_special_tokens=False)
+    generator = Generator.load(_exported(trained_run))
+    prompts = [generator.encode(t)
                for t in ("def f(x):\n    return", "import os\n", "class A:\n    def __init__(")]
-    config = SamplingConfig(max_new_tokens=6, batch_size=3)
-    batched = generate_ids(prompts, model, tokenizer.eos_token_id, config)
-    single = [generate_ids([p], model, tokenizer.eos_token_id, config)[0] for p in prompts]
+    config = Sampling(max_new_tokens=6, batch_size=3)
+    batched = generator.generate(prompts, config)
+    single = [generator.generate([p], config)[0] for p in prompts]
     assert batched == single
 
 
@@ -250,7 +248,8 @@ def test_compare_demo_reuses_results_of_the_latest_step_with_the_same_options(tm
     run = tmp_path / "run"
     (run / "checkpoints" / "step_00000001" / "model").mkdir(parents=True)
     (run / "checkpoints" / "latest").write_text("step_00000001")
-    options = compare_demo.demo_eval_options(2, 2, 8, 2)
+    options = dataclasses.replace(compare_demo.demo_eval_options(), limit=2, num_samples=2,
+                                  max_new_tokens=8, infill_tasks=2)
     old = {"step_dir": str((run / "checkpoints" / "step_00000001").resolve()),
            "options": json.loads(json.dumps(dataclasses.asdict(options))), "summary": {}}
     (run / "eval").mkdir()

@@ -110,3 +110,37 @@ def test_demo_configs_are_found_from_any_working_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     for name in (DEMO_CONFIG, DATA_CONFIG, MODEL_CONFIG, OBJECTIVE_CONFIG, *RUNS.values()):
         load_config(bundled_config(name))
+
+
+DERIVED = {"model.ffn_hidden_size": "ffn_size", "model.make_vocab_size_divisible_by":
+           "padded_vocab_size"}
+"""Keys read through a derived ModelConfig property or method; that name must be read outside."""
+
+
+def _config_keys(cls, prefix: str = ""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner = [t for t in (hints[f.name], *typing.get_args(hints[f.name]))
+                 if dataclasses.is_dataclass(t)]
+        if inner:
+            yield from _config_keys(inner[0], f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name
+
+
+def test_every_config_key_is_read_outside_the_config_package():
+    """A key that only the config package mentions is a dead setting (validated, documented,
+    and silently ignored)."""
+    import re
+
+    from megatron_rrtf.config import RunConfig
+
+    code = "".join(p.read_text() for package in (LIBRARY, *STAGES, CLI)
+                   for p in _modules(package) if "megatron_rrtf/config/" not in p.as_posix())
+    unread = [key for key in _config_keys(RunConfig)
+              if not re.search(r"\." + re.escape(DERIVED.get(key, key.rsplit(".", 1)[-1]))
+                               + r"\b", code)]
+    assert unread == []

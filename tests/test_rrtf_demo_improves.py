@@ -25,13 +25,13 @@ constants to reading the constants from the instruction."""
 @pytest.mark.xdist_group("rrtf_demo")
 @pytest.mark.usefixtures("one_torch_thread")  # leaves the other core to the other test worker
 def test_rrtf_demo_raises_heldout_pass_at_1_on_every_seed(tiny_data_config, tmp_path):
-    from align.demo import run_rrtf_demo
+    from align.demo import DemoData, run_rrtf_demo
     from pretrain.run import run_pretrain
 
     pretrained = tmp_path / "pretrain"
     run_pretrain(pretrain_config(tiny_data_config, pretrained, "train.train_steps=20",
                                  "model.seq_length=256", "model.hidden_size=128"))
-    results = [run_rrtf_demo(pretrained, tmp_path / "rrtf", seed, n_train=200, n_heldout=40,
+    results = [run_rrtf_demo(pretrained, tmp_path / "rrtf", seed, DemoData(train=200, heldout=40),
                              overrides=["train.train_steps=800", "rrtf.student.samples=1",
                                         "logging.progress_bar=false"],
                              sft_baseline=False, benchmarks=None)

@@ -52,11 +52,16 @@ def test_heldout_mode_is_checked_and_exhaustion_is_an_error():
         generate_demo_problems(10, 5000, seed=0)  # more than there are distinct instructions
 
 
-def test_cli_lists_the_same_heldout_modes():
+def test_cli_offers_exactly_the_heldout_modes(capsys):
     from megatron_rrtf.rrtf.demo_problems import HELDOUT_MODES
-    from mrrtf.commands.rrtf_cmd import HELDOUT_MODES as CLI_MODES
+    from mrrtf.cli import build_parser
 
-    assert CLI_MODES == HELDOUT_MODES
+    parser = build_parser()
+    for mode in HELDOUT_MODES:
+        assert parser.parse_args(["rrtf", "demo-data", "--out-dir", "d", "--heldout-mode",
+                                  mode]).heldout_mode == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rrtf", "demo-data", "--out-dir", "d", "--heldout-mode", "nope"])
 
 
 def test_heldout_templates_are_disjoint_but_their_primitives_are_trained():

@@ -79,7 +79,7 @@ def test_evolve_with_a_function_teacher_filters_and_dedups():
      "near_duplicate"),
 ])
 def test_each_rejection_reason_is_counted(output, reason):
-    _, report = evolve(SEEDS[:1], lambda prompts: [output] * len(prompts))
+    _, report = evolve(SEEDS[:1], lambda prompts: [output] * len(prompts), rounds=1)
     assert dict(report.rejected) == {reason: 1} and report.kept == 0
 
 
@@ -99,7 +99,8 @@ def test_jsonl_teacher_outputs_keyed_by_request_id(tmp_path):
     path.write_text(json.dumps({"id": req[0].id, "output": reply(
         "Write add(a, b) returning a + b for ints, raising TypeError otherwise.",
         "assert add(2, 2) == 4")}) + "\n")
-    problems, report = evolve(SEEDS, load_teacher_outputs(path), seed=0, include_seeds=False)
+    problems, report = evolve(SEEDS, load_teacher_outputs(path), rounds=1, seed=0,
+                                include_seeds=False)
     assert [p.id for p in problems] == [req[0].id]
     assert report.rejected["no_teacher_output"] == 1
     path.write_text('{"id": 1}\n')

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from megatron_rrtf.config.rrtf import STOP_MARKERS
 from megatron_rrtf.rrtf.extract import extract_code
 
 CASES = [
@@ -33,7 +34,7 @@ CASES = [
 
 @pytest.mark.parametrize("name, response, expected", CASES, ids=[c[0] for c in CASES])
 def test_extract_code_awkward_cases(name, response, expected):
-    assert extract_code(response) == expected
+    assert extract_code(response, STOP_MARKERS) == expected
 
 
 def test_custom_stop_markers():

@@ -53,7 +53,8 @@ def test_cli_evolve_with_a_local_hf_teacher_counts_what_it_rejects(tmp_path, cap
     save_tiny_hf_model(tmp_path / "teacher")
     train, _ = generate_demo_problems(2, 0, seed=0)
     (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in train))
-    assert main(["rrtf", "evolve", "--seeds", str(tmp_path / "seeds.jsonl"), "--teacher-model",
+    assert main(["rrtf", "evolve", "configs/rrtf/tiny_demo.yaml", "rrtf.evol_rounds=1",
+                 "--seeds", str(tmp_path / "seeds.jsonl"), "--teacher-model",
                  str(tmp_path / "teacher"), "--max-new-tokens", "8",
                  "--out", str(tmp_path / "evolved.jsonl")]) == 0
     assert "evolution: 2 requests, kept 0" in capsys.readouterr().out   # random model: rejected

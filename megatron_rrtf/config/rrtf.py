@@ -13,6 +13,9 @@ ALPACA_TEMPLATE = (
     "Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
+STOP_MARKERS = ("\n### Instruction", "\n### Response", "<|endoftext|>", "</s>")
+"""Where an answer to ALPACA_TEMPLATE ends: the next instruction or response header, or an
+end-of-text token. The default of rrtf.stop_markers, the only place it is written."""
 
 
 @dataclass
@@ -70,9 +73,8 @@ class RRTFConfig:
     """Must contain {instruction} once."""
     quote_instruction: bool = True
     """Wrap the instruction in triple quotes (PanGu-Coder2's format)."""
-    stop_markers: list[str] = field(default_factory=lambda: [
-        "\n### Instruction", "\n### Response", "<|endoftext|>", "</s>"])
-    """Generation stops / extraction cuts at these."""
+    stop_markers: list[str] = field(default_factory=lambda: list(STOP_MARKERS))
+    """Sampling stops and code extraction cuts at these (ranking, training, held-out eval)."""
     decontam_ngram: int = 10
     """Word n-gram size for HumanEval decontamination."""
     decontam_threshold: float = 0.1
@@ -88,6 +90,9 @@ class RRTFConfig:
     teachers: list[TeacherConfig] = field(default_factory=list)
     rounds: int = 1
     """Sample -> rank -> train iterations (each samples from the latest student)."""
+    generation_batch_size: int = 64
+    """Rows (prompt x sample) per generate call when sampling candidates and answering held-out
+    problems."""
 
     # --- loss -------------------------------------------------------------------------------
     loss: Literal["rrtf", "rrhf"] = "rrtf"
@@ -121,6 +126,9 @@ class RRTFConfig:
                               "(0, 1]")
         if not 0 < self.near_dup_jaccard <= 1:
             raise ConfigError(f"rrtf.near_dup_jaccard={self.near_dup_jaccard} must be in (0, 1]")
+        if self.generation_batch_size < 1:
+            raise ConfigError(f"rrtf.generation_batch_size={self.generation_batch_size} must be "
+                              ">= 1")
         if self.evol_rounds < 0 or self.rounds < 1:
             raise ConfigError(f"rrtf.evol_rounds={self.evol_rounds} must be >= 0 and "
                               f"rrtf.rounds={self.rounds} >= 1")

@@ -33,13 +33,12 @@ class TrainConfig:
     eval_batches: int = 4
     max_nonfinite_steps: int = 5
     """Stop the run after this many consecutive NaN/Inf losses or gradients (each is skipped)."""
-    log_interval: int = 1
     exit_interval: int | None = None
     """Save and stop at the first step divisible by this (time-sliced cluster jobs); the next
     invocation resumes from it. None = run to train_steps."""
 
     def validate(self) -> None:
-        for name in ("micro_batch_size", "global_batch_size", "train_steps", "log_interval",
+        for name in ("micro_batch_size", "global_batch_size", "train_steps",
                      "max_nonfinite_steps", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")

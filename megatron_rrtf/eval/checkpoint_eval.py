@@ -1,10 +1,9 @@
 """`evaluate_checkpoint`: every evaluation of one checkpoint into one results dict.
 
-The checkpoint is our run dir / step dir, or a Hugging Face model dir. Ours is exported once to
-RUN/eval/hf_step_XXXXXXXX/ (`export_dir`; for a step dir outside a run's checkpoints/, its
-parent's eval/), reused while the step's meta.json is unchanged; written to a `.tmp` dir and
-renamed, so an interrupted export is never taken for a finished one. Not inside the step dir: a
-run resumed at its last step saves that step again, replacing the directory. Tasks:
+The checkpoint is our run dir / step dir, or a Hugging Face model dir. Ours is exported once
+through the one export cache (`convert.export_cache`: RUN/eval/hf_step_XXXXXXXX, atomic, reused
+while it is the export of this very save). Completions come from `generation.Generator`, the
+one generation path (prompts fitted to the context, stops, batching, device). Tasks:
 
 - `perplexity`: held-out loss / perplexity / bits-per-byte per domain with our megatron model
   (`eval.perplexity`; needs the run's config and data, so an HF dir works only if it is our
@@ -14,8 +13,8 @@ run resumed at its last step saves that step again, replacing the directory. Tas
 - `infill`: HumanEval infilling (single-line, multi-line, random-span) in the span-corruption
   and FIM PSM/SPM prompt formats, greedy pass@1 (`eval.infill_formats`).
 
-Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval) or
-the far ends of prefix and suffix (infilling). The results record the checkpoint, its step and
+Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval,
+counted as `prompts_truncated`) or the far ends of prefix and suffix (infilling). The results record the checkpoint, its step and
 config, every option (sampling settings, seed, limits) and the wall time of each task.
 """
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from megatron_rrtf.errors import CheckpointError, ConfigError
+from megatron_rrtf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,8 @@ class EvalOptions:
     """Sandbox wall-clock limit per program."""
     workers: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    """auto: CUDA in bf16 when present, else the CPU in fp32 (generation.resolve_device)."""
     threads: int | None = None
     """torch CPU threads (None: torch's default); 1 is fastest for tiny models on a busy CPU."""
     progress: bool = True
@@ -99,61 +98,19 @@ def _step_meta(step_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def eval_dir(step_dir: Path) -> Path:
-    """RUN/eval for RUN/checkpoints/step_X; STEP/../eval for a step dir elsewhere."""
-    parent = step_dir.parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "eval"
-
-
-def export_dir(step_dir: Path) -> Path:
-    """Where the HF export of `step_dir` is cached."""
-    return eval_dir(step_dir) / f"hf_{step_dir.name}"
-
-
-def export_cached(step_dir: Path) -> Path:
-    """The HF export of `step_dir`, made now unless the cached one is of this very save."""
-    from megatron_rrtf.convert.export import export_checkpoint
-
-    hf_dir = export_dir(step_dir)
-    source = {"step_dir": str(step_dir.resolve()),
-              "meta_mtime_ns": (step_dir / "meta.json").stat().st_mtime_ns
-              if (step_dir / "meta.json").is_file() else None}
-    marker = hf_dir / "mrrtf_eval_source.json"
-    if marker.is_file() and json.loads(marker.read_text()) == source:
-        return hf_dir
-    tmp = hf_dir.with_name(hf_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(step_dir, tmp)
-    (tmp / "mrrtf_eval_source.json").write_text(json.dumps(source) + "\n")
-    shutil.rmtree(hf_dir, ignore_errors=True)
-    tmp.rename(hf_dir)
-    return hf_dir
-
-
 def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
-    """Our run/step dir (exported to `export_dir` if needed) or an HF model dir."""
-    from megatron_rrtf.checkpoint.manager import resolve_step_dir
+    """Our run/step dir (exported through the cache if needed) or an HF model dir (with our
+    step dir behind it when it is our export)."""
+    from megatron_rrtf.convert.export_cache import hf_model_dir, source_step_dir
 
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist: pass a run directory, a step directory "
-                              "(RUN/checkpoints/step_XXXXXXXX) or a Hugging Face model directory")
-    if (path / "config.json").is_file():  # an HF dir; maybe our export
-        step_dir = None
-        marker = path / "mrrtf_export.json"
-        if marker.is_file():
-            source = Path(json.loads(marker.read_text()).get("checkpoint", ""))
-            step_dir = source if (source / "config.yaml").is_file() else None
-        hf_dir = path
+    hf_dir = hf_model_dir(path)
+    if hf_dir == path:
+        step_dir = source_step_dir(path)
     else:
-        try:
-            step_dir = resolve_step_dir(path)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}; or a Hugging Face model directory (with config.json)"
-                                  ) from None
-        if not (step_dir / "config.yaml").is_file():
-            raise CheckpointError(f"{step_dir} has no config.yaml (the run's resolved config)")
-        hf_dir = export_cached(step_dir)
+        from megatron_rrtf.checkpoint.manager import resolve_step_dir
+
+        step_dir = resolve_step_dir(path)
     config = yaml.safe_load((step_dir / "config.yaml").read_text()) if step_dir else None
     meta = _step_meta(step_dir) if step_dir else {}
     return ResolvedCheckpoint(hf_dir, step_dir, meta.get("step"), meta.get("consumed_tokens"),
@@ -166,61 +123,35 @@ def default_results_path(path: str | Path) -> Path:
     if (path / "config.json").is_file():
         return path / "eval" / "results.json"
     from megatron_rrtf.checkpoint.manager import resolve_step_dir
+    from megatron_rrtf.convert.export_cache import eval_dir
 
     return eval_dir(resolve_step_dir(path)) / "results.json"
 
 
-def _prompt_budget(model, options: EvalOptions) -> int | None:
-    from megatron_rrtf.eval.generate import max_positions
-
-    limit = max_positions(model)
-    if limit is None:
-        return None
-    budget = limit - options.max_new_tokens
-    if budget < 16:
-        raise ConfigError(f"--max-new-tokens {options.max_new_tokens} leaves {budget} of the "
-                          f"model's {limit} positions for the prompt; lower it")
-    return budget
-
-
-def _decode(tokenizer, ids: list[int]) -> str:
-    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-
-def run_humaneval(model, tokenizer, problems: dict, options: EvalOptions) -> dict[str, Any]:
+def run_humaneval(generator, problems: dict, options: EvalOptions) -> dict[str, Any]:
     """Greedy pass@1 and, with num_samples > 0, sampled pass@k."""
-    from megatron_rrtf.eval.generate import (
-        HUMANEVAL_STOP,
-        SamplingConfig,
-        generate_ids,
-        truncate_at_stop,
-    )
-    from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS, evaluate_completions
+    from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS, HUMANEVAL_STOP, evaluate_completions
+    from megatron_rrtf.generation.generator import Sampling
 
-    budget = _prompt_budget(model, options)
-    prompts = [tokenizer.encode(p["prompt"], add_special_tokens=False) for p in problems.values()]
-    truncated = sum(budget is not None and len(p) > budget for p in prompts)
-    if budget is not None:
-        prompts = [p[-budget:] for p in prompts]
+    prompts, truncated = generator.fit([p["prompt"] for p in problems.values()],
+                                       options.max_new_tokens)
     limits = dataclasses.replace(HUMANEVAL_LIMITS, timeout_s=options.timeout_s)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: dict[str, Any] = {"num_problems": len(problems), "prompts_truncated": truncated}
     runs = [("greedy", 0.0, 1, (1,))]
     if options.num_samples > 0:
         runs.append(("sampled", options.temperature, options.num_samples, options.ks))
     for name, temperature, n, ks in runs:
-        config = SamplingConfig(max_new_tokens=options.max_new_tokens, temperature=temperature,
-                                top_p=options.top_p if temperature > 0 else 1.0, num_samples=n,
-                                batch_size=options.batch_size, stop=HUMANEVAL_STOP,
-                                seed=options.seed)
-        ids = generate_ids(prompts, model, pad, config, tokenizer=tokenizer,
-                           progress=options.progress, desc=f"humaneval {name}")
-        completions = {task_id: [truncate_at_stop(_decode(tokenizer, s), HUMANEVAL_STOP)
-                                 for s in samples] for task_id, samples in zip(problems, ids)}
+        sampling = Sampling(max_new_tokens=options.max_new_tokens, temperature=temperature,
+                            top_p=options.top_p if temperature > 0 else 1.0, num_samples=n,
+                            batch_size=options.batch_size, stop=HUMANEVAL_STOP,
+                            seed=options.seed)
+        samples = generator.generate(prompts, sampling, progress=options.progress,
+                                     desc=f"humaneval {name}")
+        completions = dict(zip(problems, samples))
         report = evaluate_completions(completions, ks=ks, problems=problems, limits=limits,
                                       workers=options.workers, progress=options.progress)
         out[name] = {
-            "temperature": temperature, "top_p": config.top_p, "num_samples": n,
+            "temperature": temperature, "top_p": sampling.top_p, "num_samples": n,
             "pass@k": {str(k): v for k, v in report["pass@k"].items()},
             "outcomes": {t: [r["outcome"] for r in rs] for t, rs in report["tasks"].items()},
             "harness_errors": sum(r.get("error_type") == "HarnessError"
@@ -231,10 +162,9 @@ def run_humaneval(model, tokenizer, problems: dict, options: EvalOptions) -> dic
     return out
 
 
-def run_infill(model, tokenizer, problems: dict, options: EvalOptions) -> dict[str, Any]:
+def run_infill(generator, problems: dict, options: EvalOptions) -> dict[str, Any]:
     """pass@1 per prompt format and mask type; a format the tokenizer cannot express is skipped
     with the reason."""
-    from megatron_rrtf.eval.generate import SamplingConfig, generate_ids
     from megatron_rrtf.eval.humaneval import HUMANEVAL_LIMITS
     from megatron_rrtf.eval.infill_formats import (
         INFILL_KINDS,
@@ -243,13 +173,14 @@ def run_infill(model, tokenizer, problems: dict, options: EvalOptions) -> dict[s
         pick_tasks,
         score_format,
     )
+    from megatron_rrtf.generation.generator import Sampling
     from megatron_rrtf.tokenizer.loader import load_tokenizer
 
-    ours = load_tokenizer(tokenizer.name_or_path)  # token_to_id / special_ids over the HF dir
-    budget = _prompt_budget(model, options)
+    # token_to_id / special_ids / our encoding, over the model directory's tokenizer files
+    ours = load_tokenizer(generator.tokenizer.name_or_path)
+    budget = generator.prompt_budget(options.max_new_tokens)
     budget = None if budget is None else budget - PROMPT_SPECIAL_TOKENS
     limits = dataclasses.replace(HUMANEVAL_LIMITS, timeout_s=options.timeout_s)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tasks_by_kind = {kind: pick_tasks(problems, kind, options.infill_tasks, options.seed)
                      for kind in INFILL_KINDS}
     out: dict[str, Any] = {"num_tasks": {k: len(t) for k, t in tasks_by_kind.items()}}
@@ -261,12 +192,12 @@ def run_infill(model, tokenizer, problems: dict, options: EvalOptions) -> dict[s
             continue
 
         def complete(prompts, fmt=fmt):
-            config = SamplingConfig(max_new_tokens=options.max_new_tokens, temperature=0.0,
-                                    batch_size=options.batch_size,
-                                    stop_token_ids=tuple(prompts[0].stop_ids), seed=options.seed)
-            ids = generate_ids([p.prompt_ids for p in prompts], model, pad, config,
-                               progress=options.progress, desc=f"infill {fmt}")
-            return [_decode(tokenizer, samples[0]) for samples in ids]
+            sampling = Sampling(max_new_tokens=options.max_new_tokens,
+                                batch_size=options.batch_size,
+                                stop_token_ids=tuple(prompts[0].stop_ids), seed=options.seed)
+            middles = generator.generate([p.prompt_ids for p in prompts], sampling,
+                                         progress=options.progress, desc=f"infill {fmt}")
+            return [samples[0] for samples in middles]
 
         out[fmt] = score_format(tasks_by_kind, fmt, complete, ours.encode, ours.special_ids,
                                 budget, limits=limits, workers=options.workers,
@@ -321,17 +252,17 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
                 options.ppl_samples)
         times["perplexity"] = time.time() - t0
     if {"humaneval", "infill"} & set(options.tasks):
-        from megatron_rrtf.eval.generate import load_model
         from megatron_rrtf.eval.humaneval import load_problems
+        from megatron_rrtf.generation.generator import Generator
 
-        model, tokenizer = load_model(resolved.hf_dir, device=options.device)
+        generator = Generator.load(resolved.hf_dir, device=options.device)
         problems = load_problems()
         if options.limit is not None:
             problems = dict(list(problems.items())[: options.limit])
         for name, fn in (("humaneval", run_humaneval), ("infill", run_infill)):
             if name in options.tasks:
                 t0 = time.time()
-                tasks[name] = fn(model, tokenizer, problems, options)
+                tasks[name] = fn(generator, problems, options)
                 times[name] = time.time() - t0
     return {
         "checkpoint": str(Path(path).resolve()),

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 NUM_PROBLEMS = 164
 HUMANEVAL_LIMITS = SandboxLimits(timeout_s=10.0, cpu_s=10.0, memory_mb=1024)
+HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+"""Stop strings for function-body completion (Codex paper, plus `def ` spacing)."""
 
 
 def humaneval_path() -> Path:

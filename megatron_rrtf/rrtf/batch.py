@@ -66,10 +66,6 @@ def examples_from_ranked(records: Iterable[Mapping[str, Any]],
     return out
 
 
-def rrtf_config_template(cfg: RRTFConfig) -> PromptTemplate:
-    return PromptTemplate(cfg.prompt_template, cfg.quote_instruction, tuple(cfg.stop_markers))
-
-
 def build_rrtf_batch(
     examples: Sequence[RankedExample],
     encode: Callable[[str], list[int]],

@@ -10,7 +10,7 @@ downloaded). A problem's overlap is, separately for its instruction and for its 
 fraction of its n-grams found in the reference set; it is contaminated when either fraction
 is >= `threshold`.
 
-Defaults: n = 10, threshold = 0.1. Ten-word windows are long enough that ordinary phrasing
+Defaults (rrtf.decontam_ngram, rrtf.decontam_threshold): n = 10, threshold = 0.1. Ten-word windows are long enough that ordinary phrasing
 ("return the sum of the even numbers in the list") does not make one by chance, and short
 enough that a copied docstring with a few words changed still shares many (GPT-3 used
 13-grams over long documents; our instructions are often 20-60 words, where 13-grams leave
@@ -28,11 +28,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from megatron_rrtf.config.rrtf import RRTFConfig
 from megatron_rrtf.rrtf.problems import Problem
 
 _WORD = re.compile(r"\w+")
-DEFAULT_NGRAM = 10
-DEFAULT_THRESHOLD = 0.1
+DEFAULT_NGRAM = RRTFConfig.decontam_ngram
+DEFAULT_THRESHOLD = RRTFConfig.decontam_threshold
 
 
 def words(text: str) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -186,10 +187,12 @@ def make_problem(template: Template, rng: np.random.Generator, pid: str, split: 
     return DemoProblem(problem, solution, name, split)
 
 
-HELDOUT_MODES = ("params", "templates")
+HeldoutMode = Literal["params", "templates"]
+HELDOUT_MODES: tuple[str, ...] = get_args(HeldoutMode)
 
 
-def generate_demo_problems(n_train: int, n_heldout: int, seed: int = 0, heldout: str = "params"
+def generate_demo_problems(n_train: int, n_heldout: int, seed: int = 0,
+                           heldout: HeldoutMode = "params"
                            ) -> tuple[list[DemoProblem], list[DemoProblem]]:
     """n_train training problems and n_heldout held-out ones.
 

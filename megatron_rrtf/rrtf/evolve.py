@@ -15,7 +15,8 @@ Kept outputs pass, in order (each rejection is counted by reason): a teacher out
 not a refusal; no leaked template text; instruction of 5 words .. `max_chars` characters; not
 unchanged from its parent; tests present and compile; the entry point appears in the tests;
 not an exact duplicate (case/whitespace-normalised) of a kept or seed problem; not a near
-duplicate (word 5-gram Jaccard >= `near_dup_jaccard`, 0.8 by default) of one.
+duplicate (word 5-gram Jaccard >= rrtf.near_dup_jaccard, 0.8 by default) of one. The number of
+rounds is rrtf.evol_rounds (`mrrtf rrtf evolve` reads both from the config).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_rrtf.config.rrtf import RRTFConfig
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.jsonl import iter_jsonl
 from megatron_rrtf.rrtf.extract import extract_code
@@ -141,7 +143,7 @@ def shingles(text: str, n: int = 5) -> frozenset[tuple[str, ...]]:
 class NearDupIndex:
     """Exact (normalised) and near-duplicate (shingle Jaccard) lookup over kept texts."""
 
-    def __init__(self, jaccard: float = 0.8) -> None:
+    def __init__(self, jaccard: float = RRTFConfig.near_dup_jaccard) -> None:
         self.jaccard = jaccard
         self.exact: set[str] = set()
         self.sets: list[frozenset] = []
@@ -203,9 +205,9 @@ def _reject_reason(instruction: str, tests: str, parent: Problem, max_chars: int
 def evolve(
     seeds: Sequence[Problem],
     teacher: Teacher,
-    rounds: int = 1,
+    rounds: int,
     seed: int = 0,
-    near_dup_jaccard: float = 0.8,
+    near_dup_jaccard: float = RRTFConfig.near_dup_jaccard,
     max_chars: int = 4000,
     include_seeds: bool = True,
 ) -> tuple[list[Problem], EvolveReport]:

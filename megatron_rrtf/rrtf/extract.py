@@ -16,23 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from megatron_rrtf.generation.stops import cut_at_stop
+
 _FENCE_OPEN = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*$", re.MULTILINE)
 _FENCE_CLOSE = re.compile(r"^[ \t]*```[ \t]*$", re.MULTILINE)
 _PYTHON_TAGS = {"python", "py", "python3", "py3"}
-
-DEFAULT_STOP_MARKERS = ("\n### Instruction", "\n### Response", "<|endoftext|>", "</s>")
-
-
-def cut_at_stop(text: str, stop_markers: Sequence[str] = DEFAULT_STOP_MARKERS) -> str:
-    """Text before the earliest stop marker (all of it when none occurs)."""
-    cut = len(text)
-    for marker in stop_markers:
-        if marker:
-            i = text.find(marker)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
-
 
 def _fenced_blocks(text: str) -> list[tuple[str, str, bool]]:
     """(language tag lower-cased, body, closed) for each fenced block, in order."""
@@ -56,8 +44,9 @@ def _finish(code: str) -> str:
     return code + "\n" if code else ""
 
 
-def extract_code(response: str, stop_markers: Sequence[str] = DEFAULT_STOP_MARKERS) -> str:
-    """The code in `response` by the module's rule."""
+def extract_code(response: str, stop_markers: Sequence[str]) -> str:
+    """The code in `response` by the module's rule; `stop_markers` is rrtf.stop_markers (its
+    default is config.rrtf.STOP_MARKERS)."""
     text = response.replace("\r\n", "\n").replace("\r", "\n")
     # A fence that opens after a stop marker belongs to text the model should not have written.
     blocks = _fenced_blocks(cut_at_stop(text, stop_markers) + "\n")

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megatron_rrtf.config.rrtf import ALPACA_TEMPLATE
+from megatron_rrtf.config.rrtf import ALPACA_TEMPLATE, RRTFConfig
 from megatron_rrtf.errors import DataError
+from megatron_rrtf.sandbox import Job
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STOP_MARKERS = ("\n### Instruction", "\n### Response", "<|endoftext|>", "</s>")
-
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -38,12 +36,16 @@ class PromptTemplate:
 
     text: str = ALPACA_TEMPLATE
     quote_instruction: bool = True
-    stop_markers: tuple[str, ...] = DEFAULT_STOP_MARKERS
 
     def __post_init__(self) -> None:
         if self.text.count("{instruction}") != 1:
             raise DataError("prompt template must contain {instruction} exactly once, got "
                             f"{self.text!r}")
+
+    @classmethod
+    def from_config(cls, cfg: RRTFConfig) -> PromptTemplate:
+        """rrtf.prompt_template with rrtf.quote_instruction."""
+        return cls(cfg.prompt_template, cfg.quote_instruction)
 
     def format(self, instruction: str) -> str:
         body = instruction.strip()
@@ -65,6 +67,10 @@ class Problem:
     tests: str
     entry_point: str | None = None
     responses: tuple[Response, ...] = ()
+
+    def job(self, code: str, index: int) -> Job:
+        """A sandbox job running `code` (extracted from a response) against the tests."""
+        return Job(code, self.tests, self.entry_point, key=f"{self.id}/{index}")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "instruction": self.instruction, "tests": self.tests}
@@ -201,5 +207,8 @@ def write_problems(path: str | Path, problems: Iterable[Problem]) -> int:
     return n
 
 
-def prompts_for(problems: Sequence[Problem], template: PromptTemplate) -> list[str]:
+def prompts_for(problems: Sequence[Problem], cfg: RRTFConfig) -> list[str]:
+    """The prompt of each problem under the config's template: how sampling and held-out
+    evaluation both ask."""
+    template = PromptTemplate.from_config(cfg)
     return [template.format(p.instruction) for p in problems]

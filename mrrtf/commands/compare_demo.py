@@ -45,33 +45,36 @@ completions generated and executed), not which objective infills better; that ne
 """
 
 
-def demo_eval_options(limit: int, samples: int, max_new_tokens: int, infill_tasks: int,
-                      workers: int | None = None, threads: int | None = 1):
+def demo_eval_options():
+    """The evaluation limits that fit a CPU (the flags' defaults). One torch thread: ~10x the
+    generation speed of the default for this tiny model on a shared 2-core CPU
+    (benchmarks/bench_generate.py)."""
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
-    # one torch thread: ~10x the generation speed of the default for this tiny model on a
-    # shared 2-core CPU (benchmarks/bench_generate.py)
-    return EvalOptions(limit=limit, num_samples=samples, max_new_tokens=max_new_tokens,
-                       infill_tasks=infill_tasks, workers=workers, threads=threads)
+    return EvalOptions(limit=40, num_samples=10, max_new_tokens=64, infill_tasks=40, threads=1)
+
+
+EVAL_FIELDS = {
+    "limit": "HumanEval problems evaluated (the first N)",
+    "num_samples": "sampled completions per problem for pass@10",
+    "max_new_tokens": "new tokens per completion",
+    "infill_tasks": "infilling tasks per mask type (drawn evenly from the problems)",
+    "workers": "parallel sandboxes (none: the CPU count)",
+    "threads": "torch CPU threads for training and evaluation (1: fastest for this tiny model "
+               "on a shared 2-core CPU)",
+}
+EVAL_FLAGS = {"num_samples": "--samples"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mrrtf.commands.flags import add_flags
+
     p.add_argument("--out", default="compare_out", help="runs go to OUT/runs, the report to "
                                                         "OUT/report")
     p.add_argument("--steps", type=int, default=400, help="pretraining steps per run")
-    p.add_argument("--limit", type=int, default=40, help="HumanEval problems evaluated (the "
-                                                         "first N)")
-    p.add_argument("--samples", type=int, default=10, help="sampled completions per problem "
-                                                           "for pass@10")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--infill-tasks", type=int, default=40,
-                   help="infilling tasks per mask type (drawn evenly from the problems)")
     p.add_argument("--stage", choices=["all", "train"], default="all",
                    help="train: stop after pretraining")
-    p.add_argument("--workers", type=int, default=None, help="parallel sandboxes")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads for training and evaluation (1: fastest for this "
-                        "tiny model on a shared 2-core CPU)")
+    add_flags(p, demo_eval_options(), EVAL_FIELDS, EVAL_FLAGS)
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
 
 
@@ -138,20 +141,23 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "train":
         print(f"trained {len(run_dirs)} runs in {time.time() - t_start:.0f} s")
         return 0
-    from megatron_rrtf.eval.compare import write_report
+    import dataclasses
 
-    options = demo_eval_options(args.limit, args.samples, args.max_new_tokens,
-                                args.infill_tasks, args.workers, args.threads)
+    from megatron_rrtf.eval.compare import write_report
+    from mrrtf.commands.flags import flag_values
+
+    options = dataclasses.replace(demo_eval_options(),
+                                  **flag_values(args, demo_eval_options(), EVAL_FIELDS))
     for i, (name, run_dir) in enumerate(run_dirs.items(), 1):
         t0 = time.time()
         print(f"[eval {i}/{len(run_dirs)}] {name}", flush=True)
         results = evaluate_run(run_dir, options)
         print(f"      {time.time() - t0:.0f} s: {json.dumps(results['summary'])}", flush=True)
     report = write_report(list(run_dirs.values()), out / "report",
-                          note=NOTE.format(steps=args.steps, limit=args.limit,
-                                           samples=args.samples,
-                                           max_new_tokens=args.max_new_tokens,
-                                           infill_tasks=args.infill_tasks))
+                          note=NOTE.format(steps=args.steps, limit=options.limit,
+                                           samples=options.num_samples,
+                                           max_new_tokens=options.max_new_tokens,
+                                           infill_tasks=options.infill_tasks))
     print(f"report: {report}")
     print(f"compare demo finished in {time.time() - t_start:.0f} s")
     return 0

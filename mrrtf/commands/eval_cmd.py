@@ -1,43 +1,53 @@
 """`mrrtf eval CHECKPOINT`: held-out perplexity, HumanEval and infilling of one checkpoint, as one
-results JSON (default RUN/eval/results.json, where `mrrtf compare` reads it)."""
+results JSON (default RUN/eval/results.json, where `mrrtf compare` reads it). The flags and their
+defaults are EvalOptions' fields (megatron_rrtf.eval.checkpoint_eval)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from mrrtf.commands.arglists import csv_ints, csv_items
+from mrrtf.commands.flags import add_flags, flag_values
 
 HELP = "evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infilling (span, FIM)"
 
+FIELDS = {
+    "tasks": "comma-separated subset of perplexity,humaneval,infill",
+    "limit": "only the first N HumanEval problems (infilling tasks come from them too)",
+    "num_samples": "sampled completions per problem for pass@k (0: greedy pass@1 only)",
+    "ks": "comma-separated k for sampled pass@k (k <= samples kept)",
+    "temperature": "temperature of the sampled completions",
+    "top_p": "nucleus top-p of the sampled completions",
+    "max_new_tokens": "new tokens per completion",
+    "batch_size": "rows (prompt x sample) per generate call",
+    "infill_tasks": "infilling tasks per mask type, drawn evenly (0: all)",
+    "infill_formats": "comma-separated prompt formats: span, fim_psm, fim_spm",
+    "ppl_samples": "held-out samples per domain (none: all)",
+    "timeout_s": "sandbox wall-clock seconds per program",
+    "workers": "parallel sandboxes (none: the CPU count)",
+    "seed": "sampling seed (and infilling task draw)",
+    "device": "auto (CUDA in bf16 when present, else CPU), cpu, cuda, cuda:N",
+    "threads": "torch CPU threads (1 is fastest for tiny models on a shared CPU)",
+}
+FLAGS = {"num_samples": "--samples", "timeout_s": "--timeout"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from megatron_rrtf.eval.checkpoint_eval import EvalOptions
+
     p.add_argument("checkpoint", help="run dir, step dir (exported once to "
                                       "RUN/eval/hf_step_X) or HF model dir")
-    p.add_argument("--tasks", default="perplexity,humaneval,infill",
-                   help="comma-separated subset of perplexity,humaneval,infill")
     p.add_argument("--out", default=None, help="results JSON (default: RUN/eval/results.json, "
                                                "HF_DIR/eval/results.json for an HF dir)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N HumanEval problems "
-                                                           "(infilling tasks come from them too)")
-    p.add_argument("--samples", type=int, default=10,
-                   help="sampled completions per problem for pass@k (0: greedy pass@1 only)")
-    p.add_argument("--ks", default="1,10", help="comma-separated k for sampled pass@k (k <= n)")
-    p.add_argument("--temperature", type=float, default=0.8, help="for the sampled completions")
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--infill-tasks", type=int, default=100,
-                   help="infilling tasks per mask type, drawn evenly (0: all)")
-    p.add_argument("--infill-formats", default="span,fim_psm,fim_spm")
-    p.add_argument("--ppl-samples", type=int, default=None,
-                   help="held-out samples per domain (default: all)")
-    p.add_argument("--timeout", type=float, default=5.0, help="sandbox seconds per program")
-    p.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPUs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is fastest for tiny models on a shared CPU)")
+    add_flags(p, EvalOptions, FIELDS, FLAGS)
+
+
+def options_from_args(args: argparse.Namespace, defaults):
+    """EvalOptions from the flags `add_flags` made over `defaults`; --infill-tasks 0 = all."""
+    values = flag_values(args, defaults, FIELDS, FLAGS)
+    values["infill_tasks"] = values["infill_tasks"] or None
+    return dataclasses.replace(defaults, **values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,15 +59,7 @@ def run(args: argparse.Namespace) -> int:
         write_results,
     )
 
-    options = EvalOptions(tasks=csv_items(args.tasks), limit=args.limit,
-                          num_samples=args.samples, ks=csv_ints(args.ks, "--ks"),
-                          temperature=args.temperature, top_p=args.top_p,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          infill_tasks=args.infill_tasks or None,
-                          infill_formats=csv_items(args.infill_formats),
-                          ppl_samples=args.ppl_samples,
-                          timeout_s=args.timeout, workers=args.workers, seed=args.seed,
-                          device=args.device, threads=args.threads)
+    options = options_from_args(args, EvalOptions())
     resolve_checkpoint(args.checkpoint)  # a bad path fails here, before any work
     out = args.out or default_results_path(args.checkpoint)
     results = evaluate_checkpoint(args.checkpoint, options)

@@ -1,11 +1,15 @@
-"""`mrrtf rrtf`: the RRTF data steps.
+"""`mrrtf rrtf`: the RRTF steps. Every step that samples, extracts or trains reads the config
+tree (`rrtf.*`, and train.seed for every seed), so one YAML drives them all; defaults of the
+remaining flags come from their dataclasses (mrrtf.commands.flags).
 
   mrrtf rrtf demo-data --out-dir D          demo problems (train/held-out) + a teacher JSONL
-  mrrtf rrtf decontaminate --problems P --out O     drop HumanEval overlaps, list them
-  mrrtf rrtf evolve --seeds S --teacher-outputs T --out O   Evol-Instruct + filter + dedup
-                    (--write-requests R writes the rewrite prompts for an offline teacher)
+  mrrtf rrtf decontaminate CONFIG... --problems P --out O   drop HumanEval overlaps
+                    (rrtf.decontam_ngram, rrtf.decontam_threshold)
+  mrrtf rrtf evolve CONFIG... --seeds S --teacher-outputs T --out O   Evol-Instruct + filter +
+                    dedup (rrtf.evol_rounds, rrtf.near_dup_jaccard; --write-requests R writes
+                    the rewrite prompts for an offline teacher)
   mrrtf rrtf sample CONFIG... --problems P --student DIR --out O   student + teacher samples
-  mrrtf rrtf rank --problems P --responses R... --out O    sandbox verdicts -> ranked set
+  mrrtf rrtf rank CONFIG... --problems P --responses R... --out O    sandbox verdicts -> ranked
   mrrtf rrtf train CONFIG... --ranked R     ranking loss + SFT on megatron-core
   mrrtf rrtf run CONFIG...                  rounds of export -> sample -> rank -> train (resumable)
   mrrtf rrtf eval CONFIG... --problems P --before M --after M   held-out pass@k table
@@ -21,113 +25,121 @@ import os
 from pathlib import Path
 
 from mrrtf.commands.arglists import csv_ints, csv_items
-
-HELDOUT_MODES = ("params", "templates")
-"""= rrtf.demo_problems.HELDOUT_MODES, not imported so that parsing stays light (numpy)."""
+from mrrtf.commands.flags import add_flags, flag_values
 
 HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo"
 log = logging.getLogger(__name__)
 
+CONFIGS_HELP = "YAML files then key.sub=value overrides"
+DEMO_DATA_FIELDS = {
+    "train": "training problems",
+    "heldout": "held-out problems",
+    "teacher_per_problem": "teacher answers per training problem",
+    "correct_fraction": "share of correct teacher answers (the rest carry a labelled bug)",
+    "heldout_mode": "params: training templates with unseen parameters; templates: whole "
+                    "templates never seen in training (harder)",
+}
+HELDOUT_FIELDS = {
+    "samples": "n sampled answers per held-out problem for pass@k (0: greedy only)",
+    "temperature": "temperature of the sampled held-out answers",
+    "ks": "comma-separated k (k <= samples kept)",
+}
+BENCHMARK_FIELDS = {
+    "num_samples": "sampled HumanEval completions per problem for pass@k (0: greedy only)",
+    "limit": "first N HumanEval problems only (none: all 164)",
+    "infill_tasks": "infilling tasks per mask type (0: all, as `mrrtf eval`)",
+}
+BENCHMARK_FLAGS = {"num_samples": "--humaneval-samples", "limit": "--humaneval-limit"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from align.demo import DEMO_SEED, DemoData
+    from align.evaluate import HeldoutEval
+    from megatron_rrtf.config.rrtf import SamplingConfig
+    from megatron_rrtf.eval.checkpoint_eval import EvalOptions
+
     sub = p.add_subparsers(dest="rrtf_command", metavar="STEP", required=True)
 
     d = sub.add_parser("demo-data", help="write demo problems and a mixed teacher JSONL")
     d.add_argument("--out-dir", required=True)
-    d.add_argument("--train", type=int, default=400, help="training problems")
-    d.add_argument("--heldout", type=int, default=100, help="held-out problems")
-    d.add_argument("--teacher-per-problem", type=int, default=2)
-    d.add_argument("--correct-fraction", type=float, default=0.7)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--heldout-mode", choices=HELDOUT_MODES, default="params",
-                   help="params: training templates with unseen parameters; templates: "
-                        "whole templates never seen in training (harder)")
+    add_flags(d, DemoData, DEMO_DATA_FIELDS)
+    d.add_argument("--seed", type=int, default=DEMO_SEED, help=f"default: {DEMO_SEED}")
     d.set_defaults(_step=_demo_data)
 
-    c = sub.add_parser("decontaminate", help="drop problems overlapping HumanEval")
+    c = sub.add_parser("decontaminate", help="drop problems overlapping HumanEval "
+                                             "(rrtf.decontam_ngram, rrtf.decontam_threshold)")
+    c.add_argument("configs", nargs="+", help=CONFIGS_HELP)
     c.add_argument("--problems", required=True)
     c.add_argument("--out", required=True)
-    c.add_argument("--ngram", type=int, default=10)
-    c.add_argument("--threshold", type=float, default=0.1)
     c.set_defaults(_step=_decontaminate)
 
-    e = sub.add_parser("evolve", help="Evol-Instruct rewrite through a teacher, filter, dedup")
+    e = sub.add_parser("evolve", help="Evol-Instruct rewrite through a teacher, filter, dedup "
+                                      "(rrtf.evol_rounds, rrtf.near_dup_jaccard, train.seed)")
+    e.add_argument("configs", nargs="+", help=CONFIGS_HELP)
     e.add_argument("--seeds", required=True, help="seed problems JSONL")
     e.add_argument("--out", help="evolved problems JSONL (seeds included)")
     e.add_argument("--teacher-outputs", help='JSONL of {"id": request id, "output": text}')
-    e.add_argument("--write-requests", help="write this round's rewrite requests here and stop")
-    e.add_argument("--rounds", type=int, default=1)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--near-dup-jaccard", type=float, default=0.8)
+    e.add_argument("--write-requests", help="write round 1's rewrite requests here and stop")
     e.add_argument("--teacher-model", help="HF model directory to answer the requests locally")
-    e.add_argument("--max-new-tokens", type=int, default=512)
+    add_flags(e, SamplingConfig, {"max_new_tokens": "new tokens per --teacher-model answer"})
     e.set_defaults(_step=_evolve)
 
     s = sub.add_parser("sample", help="sample K responses per problem from student + teachers")
-    s.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides")
+    s.add_argument("configs", nargs="+", help=CONFIGS_HELP)
     s.add_argument("--problems", required=True)
     s.add_argument("--student", help="HF model directory of the student (omit: teachers only)")
     s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
     s.set_defaults(_step=_sample)
 
-    r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem")
+    r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem "
+                                    "(code extracted at rrtf.stop_markers)")
+    r.add_argument("configs", nargs="+", help=CONFIGS_HELP)
     r.add_argument("--problems", required=True)
     r.add_argument("--responses", nargs="*", default=[],
                    help='JSONL files, one {"problem_id", "text", "source"} per line')
     r.add_argument("--out", required=True)
-    r.add_argument("--workers", type=int, default=None)
+    r.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: "
+                                                             "the CPU count)")
     r.set_defaults(_step=_rank)
 
     t = sub.add_parser("train", help="train on a ranked set with the ranking loss + SFT "
                                      "(megatron-core; torchrun for TP/PP/DP)")
-    t.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides "
-                                              "(checkpoint.init_from= the model to align)")
+    t.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (checkpoint.init_from= the "
+                                                             "model to align)")
     t.add_argument("--ranked", required=True, help="ranked JSONL written by `mrrtf rrtf rank`")
     t.set_defaults(_step=_train)
 
     u = sub.add_parser("run", help="rrtf.rounds rounds of export -> sample -> rank -> train "
                                    "(re-run to resume)")
-    u.add_argument("configs", nargs="+", help="YAML files then key.sub=value overrides "
-                                              "(checkpoint.init_from= the model to align)")
+    u.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (checkpoint.init_from= the "
+                                                             "model to align)")
     u.add_argument("--problems", help="training problems JSONL (default: rrtf.problems)")
-    u.add_argument("--seed", type=int, default=0, help="sampling seed")
     u.set_defaults(_step=_run_rounds)
 
     v = sub.add_parser("eval", help="held-out pass@1 (greedy) and pass@k before/after, one "
                                     "table (Markdown + JSON)")
-    v.add_argument("configs", nargs="+", help="YAML files then overrides (prompt template, "
-                                              "stop markers, student.max_new_tokens)")
+    v.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (prompt template, stop "
+                                              "markers, student.max_new_tokens, train.seed)")
     v.add_argument("--problems", required=True, help="held-out problems JSONL")
     v.add_argument("--before", required=True, help="HF dir, run dir or step dir")
     v.add_argument("--after", required=True, nargs="+", help="HF/run/step dirs (NAME=PATH to "
                                                              "name a column)")
     v.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.json")
-    v.add_argument("--samples", type=int, default=0, help="n sampled answers for pass@k")
-    v.add_argument("--temperature", type=float, default=0.8)
-    v.add_argument("--ks", default="1,5", help="comma-separated k (k <= samples kept)")
-    v.add_argument("--seed", type=int, default=0)
+    add_flags(v, HeldoutEval, HELDOUT_FIELDS)
     v.add_argument("--benchmarks", default="none",
                    help="also score every model on public benchmarks, comma-separated: "
                         "humaneval, infill (as `mrrtf eval`), or none")
-    v.add_argument("--humaneval-samples", type=int, default=10,
-                   help="sampled HumanEval completions per problem for pass@k (0: greedy only)")
-    v.add_argument("--humaneval-limit", type=int, default=None,
-                   help="first N HumanEval problems only (default: all 164)")
-    v.add_argument("--infill-tasks", type=int, default=100,
-                   help="infilling tasks per mask type (0: all, as `mrrtf eval`)")
+    add_flags(v, EvalOptions, BENCHMARK_FIELDS, BENCHMARK_FLAGS)
     v.set_defaults(_step=_eval)
 
     m = sub.add_parser("demo", help="CPU demo on the tiny pretrained model: held-out pass@1 "
                                     "before / after RRTF / after SFT-only, per seed")
     m.add_argument("--pretrained", default="demo_out/pretrain", help="pretraining run dir")
     m.add_argument("--out", default="demo_out/rrtf")
-    m.add_argument("--seeds", default="1", help="comma-separated seeds (data, sampling, "
-                                                "training order)")
-    m.add_argument("--train", type=int, default=400, help="training problems")
-    m.add_argument("--heldout", type=int, default=100, help="held-out problems")
-    m.add_argument("--heldout-mode", choices=HELDOUT_MODES, default="params",
-                   help="held-out split (see `rrtf demo-data --help`)")
+    m.add_argument("--seeds", default=str(DEMO_SEED),
+                   help="comma-separated seeds (data, sampling, training order)")
+    add_flags(m, DemoData, {k: DEMO_DATA_FIELDS[k] for k in ("train", "heldout",
+                                                              "heldout_mode")})
     m.add_argument("--no-sft", action="store_true", help="skip the SFT-only baseline")
     m.add_argument("--no-benchmarks", action="store_true",
                    help="held-out rows only (skip HumanEval and infilling: faster seed sweeps)")
@@ -142,11 +154,18 @@ def run(args: argparse.Namespace) -> int:
     return int(args._step(args) or 0)
 
 
-def _demo_data(args: argparse.Namespace) -> int:
-    from align.demo import write_demo_data
+def _config(args: argparse.Namespace):
+    from megatron_rrtf.config import load_config
+    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
-    paths = write_demo_data(Path(args.out_dir), args.train, args.heldout, args.seed,
-                            args.teacher_per_problem, args.correct_fraction, args.heldout_mode)
+    return load_config(*split_configs_and_overrides(args.configs))
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from align.demo import DemoData, write_demo_data
+
+    data = DemoData(**flag_values(args, DemoData, DEMO_DATA_FIELDS))
+    paths = write_demo_data(Path(args.out_dir), args.seed, data)
     counts = {name: len(p.read_text().splitlines()) for name, p in paths.items()}
     print(f"wrote {counts['train']} train, {counts['heldout']} held-out problems and "
           f"{counts['teacher']} teacher responses to {args.out_dir}")
@@ -157,19 +176,22 @@ def _decontaminate(args: argparse.Namespace) -> int:
     from megatron_rrtf.rrtf.decontaminate import NgramIndex, decontaminate
     from megatron_rrtf.rrtf.problems import load_problems, write_problems
 
+    cfg = _config(args).rrtf
     problems, _ = load_problems(args.problems)
-    kept, dropped = decontaminate(problems, NgramIndex.humaneval(args.ngram), args.threshold)
+    kept, dropped = decontaminate(problems, NgramIndex.humaneval(cfg.decontam_ngram),
+                                  cfg.decontam_threshold)
     write_problems(args.out, kept)
     for d in dropped:
         print(f"dropped {d.problem_id}: {d.field} overlap {d.overlap:.2f} (e.g. '{d.example}')")
-    print(f"kept {len(kept)} of {len(problems)} problems -> {args.out}")
+    print(f"kept {len(kept)} of {len(problems)} problems -> {args.out} (word {cfg.decontam_ngram}"
+          f"-grams, threshold {cfg.decontam_threshold})")
     return 0
 
 
 def _evolve(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from megatron_rrtf.errors import DataError
+    from megatron_rrtf.errors import ConfigError, DataError
     from megatron_rrtf.rrtf.evolve import (
         evolution_requests,
         evolve,
@@ -178,64 +200,63 @@ def _evolve(args: argparse.Namespace) -> int:
     )
     from megatron_rrtf.rrtf.problems import load_problems, write_problems
 
+    config = _config(args)
+    cfg, seed = config.rrtf, config.train.seed
     seeds, _ = load_problems(args.seeds)
     if args.write_requests:
-        reqs = evolution_requests(seeds, np.random.default_rng(args.seed))
+        reqs = evolution_requests(seeds, np.random.default_rng(seed))
         requests_to_jsonl(args.write_requests, reqs)
         print(f"wrote {len(reqs)} round-1 requests to {args.write_requests}")
         return 0
     if not (args.teacher_outputs or args.teacher_model) or not args.out:
         raise DataError("mrrtf rrtf evolve needs --out and --teacher-outputs or --teacher-model "
                         "(or --write-requests to produce the prompts first)")
+    if cfg.evol_rounds < 1:
+        raise ConfigError(f"rrtf.evol_rounds={cfg.evol_rounds}: nothing to evolve; set "
+                          "rrtf.evol_rounds=N (rounds of rewriting) on the command line or in "
+                          "the config")
     if args.teacher_model:
-        from align.sample import hf_generate
-        from megatron_rrtf.config.rrtf import SamplingConfig
+        from megatron_rrtf.generation.generator import Generator, Sampling
 
-        gen = hf_generate(args.teacher_model,
-                          SamplingConfig(samples=1, max_new_tokens=args.max_new_tokens), ())
+        sampler = Generator.load(args.teacher_model).sampler(Sampling(
+            max_new_tokens=args.max_new_tokens, batch_size=cfg.generation_batch_size))
 
         def teacher(prompts):
-            return [outs[0] for outs in gen(prompts, 0.0, 1, args.seed)]
+            return [outs[0] for outs in sampler(prompts, 0.0, 1, seed)]
     else:
         teacher = load_teacher_outputs(args.teacher_outputs)
-    problems, report = evolve(seeds, teacher, args.rounds, args.seed, args.near_dup_jaccard)
+    problems, report = evolve(seeds, teacher, cfg.evol_rounds, seed, cfg.near_dup_jaccard)
     write_problems(args.out, problems)
     print(report.summary())
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from align.sample import hf_generate, sample_all, write_responses
-    from megatron_rrtf.config import load_config
+    from align.sample import hf_sampler, sample_all, write_responses
     from megatron_rrtf.rrtf.problems import load_problems
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    cfg = load_config(paths, overrides).rrtf
+    config = _config(args)
+    cfg = config.rrtf
     problems, _ = load_problems(args.problems)
-    student = (hf_generate(args.student, cfg.student, cfg.stop_markers)
-               if args.student else None)
-    records = sample_all(problems, cfg, student, seed=args.seed)
+    student = hf_sampler(args.student, cfg.student, cfg) if args.student else None
+    records = sample_all(problems, cfg, student, seed=config.train.seed)
     write_responses(args.out, records)
     print(f"wrote {len(records)} responses for {len(problems)} problems -> {args.out}")
     return 0
 
 
 def _rank(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from align.rank import rank_problems, read_responses, write_ranked
     from megatron_rrtf.rrtf.problems import load_problems
     from megatron_rrtf.rrtf.ranking import format_distribution
+    from megatron_rrtf.sandbox import run_many
 
+    cfg = _config(args).rrtf
     problems, _ = load_problems(args.problems)
-    extra = read_responses(args.responses)
-    run_many = None
-    if args.workers is not None:
-        from megatron_rrtf.sandbox import Job
-        from megatron_rrtf.sandbox import run_many as sandbox_run_many
-
-        def run_many(jobs):
-            return sandbox_run_many([Job(**j) for j in jobs], workers=args.workers)
-    ranked = rank_problems(problems, extra, run_many)
+    ranked = rank_problems(problems, cfg.stop_markers, read_responses(args.responses),
+                           partial(run_many, workers=args.workers))
     dist = write_ranked(args.out, ranked)
     print(format_distribution(dist))
     print(f"ranked {len(ranked)} problems -> {args.out}")
@@ -244,11 +265,8 @@ def _rank(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from align.train import run_rrtf_train
-    from megatron_rrtf.config import load_config
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    summary = run_rrtf_train(load_config(paths, overrides), args.ranked)
+    summary = run_rrtf_train(_config(args), args.ranked)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 3 if summary["status"] == "interrupted" else 0
@@ -256,11 +274,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run_rounds(args: argparse.Namespace) -> int:
     from align.rounds import run_rounds
-    from megatron_rrtf.config import load_config
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    summary = run_rounds(load_config(paths, overrides), args.problems, seed=args.seed)
+    summary = run_rounds(_config(args), args.problems)
     for r in summary["rounds"]:
         rate = r.get("student_pass_rate")
         print(f"round {r['round']}: {r['train']['status']} at step {r['train']['step']}"
@@ -272,37 +287,33 @@ def _run_rounds(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from align.evaluate import HeldoutEval, evaluate_model, write_comparison
-    from megatron_rrtf.config import load_config
     from megatron_rrtf.errors import ConfigError
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
     from megatron_rrtf.rrtf.problems import load_problems
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    cfg = load_config(paths, overrides).rrtf
-    settings = HeldoutEval(samples=args.samples, temperature=args.temperature,
-                           ks=csv_ints(args.ks, "--ks"),
-                           max_new_tokens=cfg.student.max_new_tokens, seed=args.seed)
+    config = _config(args)
+    cfg, seed = config.rrtf, config.train.seed
+    settings = HeldoutEval(seed=seed, **flag_values(args, HeldoutEval, HELDOUT_FIELDS))
     tasks = tuple(t for t in csv_items(args.benchmarks) if t != "none")
     benchmarks = None
     if tasks:
         if not set(tasks) <= {"humaneval", "infill"}:
             raise ConfigError(f"--benchmarks {args.benchmarks!r}: choose from humaneval, infill "
                               "(comma-separated) or none")
-        benchmarks = EvalOptions(tasks=tasks, num_samples=args.humaneval_samples,
-                                 limit=args.humaneval_limit,
-                                 infill_tasks=args.infill_tasks or None,
-                                 seed=args.seed)
+        values = flag_values(args, EvalOptions, BENCHMARK_FIELDS, BENCHMARK_FLAGS)
+        values["infill_tasks"] = values["infill_tasks"] or None
+        benchmarks = dataclasses.replace(EvalOptions(tasks=tasks, seed=seed), **values)
     problems, _ = load_problems(args.problems)
     models = {"before": args.before}
     for i, item in enumerate(args.after):
         name, _, path = item.rpartition("=")
         models[name or ("after" if len(args.after) == 1 else f"after_{i + 1}")] = path
-    out = Path(args.out)
-    columns = {name: evaluate_model(path, out.parent / f"{out.name}_{name.replace(' ', '_')}_hf",
-                                    problems, cfg, settings, benchmarks)
+    columns = {name: evaluate_model(path, problems, cfg, settings, benchmarks)
                for name, path in models.items()}
+    out = Path(args.out)
     write_comparison(out, columns)
     print(Path(str(out) + ".md").read_text(), end="")
     print(f"-> {out}.md, {out}.json")
@@ -310,19 +321,19 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from align.demo import DEMO_BENCHMARKS, run_rrtf_demo, seeds_summary
+    from align.demo import DEMO_BENCHMARKS, DemoData, run_rrtf_demo, seeds_summary
 
     seeds = csv_ints(args.seeds, "--seeds")
+    data = DemoData(**{k: getattr(args, k) for k in ("train", "heldout", "heldout_mode")})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     results = []
     for seed in seeds:
-        results.append(run_rrtf_demo(args.pretrained, args.out, seed, args.train, args.heldout,
+        results.append(run_rrtf_demo(args.pretrained, args.out, seed, data,
                                      overrides=args.overrides, sft_baseline=not args.no_sft,
-                                     benchmarks=None if args.no_benchmarks else DEMO_BENCHMARKS,
-                                     heldout_mode=args.heldout_mode))
+                                     benchmarks=None if args.no_benchmarks else DEMO_BENCHMARKS))
         print(Path(args.out, f"seed_{seed}", "eval.md").read_text(), end="")
     table = seeds_summary(results)
     Path(args.out).mkdir(parents=True, exist_ok=True)
