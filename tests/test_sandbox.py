@@ -26,8 +26,8 @@ FAST = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=8)
 ADD = "def add(a, b):\n    return a + b\n"
 
 
-def sandbox_uids_alive() -> list[int]:
-    """Live processes running as one of this process's sandbox uids."""
+def sandbox_uids_alive(zombies: bool = False) -> list[int]:
+    """Live processes (and zombies, if asked) running as one of this process's sandbox uids."""
     uids, alive = sandbox_uid_range(), []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -36,16 +36,16 @@ def sandbox_uids_alive() -> list[int]:
                 state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if uid in uids and state != "Z":
+            if uid in uids and (zombies or state != "Z"):
                 alive.append(int(entry))
     return alive
 
 
-def sandbox_uids_alive_after(timeout_s: float = 10.0) -> list[int]:
+def sandbox_uids_alive_after(timeout_s: float = 10.0, zombies: bool = False) -> list[int]:
     """sandbox_uids_alive() once it is empty, or after `timeout_s`: a SIGKILLed process (or a
     pid namespace being torn down) takes a moment to exit, more on a loaded machine."""
     deadline = time.monotonic() + timeout_s
-    while (alive := sandbox_uids_alive()) and time.monotonic() < deadline:
+    while (alive := sandbox_uids_alive(zombies)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
 
@@ -299,6 +299,17 @@ def test_escaping_the_process_group_does_not_survive_the_run():
     result = run_program(program, "assert f() == 1", limits=FAST)
     assert result.outcome == "passed"
     assert not sandbox_uids_alive_after()
+
+
+def test_finished_candidates_are_reaped_so_each_run_gets_its_whole_process_limit():
+    """The test process exits before its candidate, orphaning it. Left to the host's init (slow
+    to reap on this machine), its zombie kept counting against its uid's RLIMIT_NPROC, which
+    the next run in the same slot inherits: a program that forks once failed after two runs."""
+    limits = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=3)
+    program = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n" + ADD
+    outcomes = [run_program(program, "assert add(1, 2) == 3", limits=limits) for _ in range(5)]
+    assert [r.outcome for r in outcomes] == ["passed"] * 5, outcomes
+    assert not sandbox_uids_alive_after(zombies=True)
 
 
 def test_memory_bomb_hits_the_address_space_limit():

@@ -108,6 +108,9 @@ def serve(config: dict) -> None:
     for note in confinement.shared_view(root=os.geteuid() == 0, hidden=config["hidden"],
                                         reachable=config["reachable"]):
         print(f"sandbox: {note}", file=sys.stderr, flush=True)
+    # A test process exits before its candidate, which would then be the host init's to reap;
+    # here, with init slow to reap, the zombies ate the next runs' RLIMIT_NPROC of that uid.
+    confinement.adopt_orphans()
     control = socket.socket(fileno=config["control_fd"])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -129,7 +132,7 @@ def serve(config: dict) -> None:
         ready = {fd for fd, _ in events}
         if wake_r in ready:
             os.read(wake_r, 4096)
-        while children:
+        while True:  # our test processes, and the orphans we adopted
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
