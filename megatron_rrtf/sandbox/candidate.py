@@ -123,6 +123,10 @@ def _confine(config: dict, private: bool) -> list[str]:
         confinement.lock_mounts()
     confinement.die_with_parent()
     confinement.no_new_privileges()
+    # A process group of its own, so that kill(0) / killpg(own group) reach only the
+    # candidate's processes and never the test process, which shares its uid when not root.
+    # Last, so that until PDEATHSIG is armed the test process's group still takes it along.
+    os.setpgid(0, 0)
     return notes
 
 
@@ -131,7 +135,8 @@ def launch(program: str, config: dict) -> tuple[int, int, int]:
     (pid, request write end, response read end). The child keeps only stdin (/dev/null),
     stdout/stderr and its two pipe ends: every other descriptor, the report pipe included, is
     closed before the program is read. With a new pid namespace the child is its pid 1: when it
-    exits, everything it started dies, and it cannot see or signal anything outside."""
+    exits, everything it started dies, and it cannot see or signal anything outside. It runs in
+    a process group of its own (the test process kills that group when it is done)."""
     notes: list[str] = []
     try:
         confinement.unshare(confinement.CLONE_NEWPID)

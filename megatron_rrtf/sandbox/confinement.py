@@ -18,6 +18,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 _SYS_MOUNT_SETATTR = 442  # x86_64 and aarch64 share the new-syscall numbers
@@ -174,6 +175,12 @@ def die_with_parent(signal_number: int = 9) -> None:
     """Be sent `signal_number` when the parent dies (reset by credential changes: call after
     drop_privileges)."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl(PDEATHSIG)")
+
+
+def adopt_orphans() -> None:
+    """Become the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER) instead of the host's
+    init, which may be slow to reap them: a zombie still counts against its uid's RLIMIT_NPROC."""
+    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
 
 
 def not_dumpable() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -188,21 +189,34 @@ def run_tests(plan: CasePlan, entry_point: str | None, channel: Channel, report)
             report({"case": index, "passed": True, "error_type": None})
 
 
+def _kill_candidate_group(pid: int) -> None:
+    """SIGKILL the candidate's process group: what it started, where no pid namespace ends it
+    (as root the uid drop makes this a refused no-op, and the namespace does it). Call before
+    reaping the candidate: until then its group's id cannot have been reused."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def _candidate_fate(pid: int, cpu_limit: float, wait_s: float) -> str | None:
-    """How the candidate ended ("cpu_limit", "signal N", "exit N"), if it did within wait_s."""
+    """How the candidate ended ("cpu_limit", "signal N", "exit N"), if it did within wait_s;
+    its process group is killed either way."""
     deadline = time.monotonic() + wait_s
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            return describe_exit(status, usage.ru_utime + usage.ru_stime, cpu_limit)
-        if time.monotonic() >= deadline:
-            return None
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT  # leave it unreaped until its group is killed
+    while (exited := os.waitid(os.P_PID, pid, flags)) is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    _kill_candidate_group(pid)
+    if exited is None:
+        return None
+    _, status, usage = os.wait4(pid, 0)
+    return describe_exit(status, usage.ru_utime + usage.ru_stime, cpu_limit)
 
 
 def main(config: dict) -> None:
     """Read program and tests, fork the candidate, confine this process, run the tests, report;
-    exit 0 unless the harness broke. The candidate dies with this process (PDEATHSIG)."""
+    exit 0 unless the harness broke. The candidate's process group is killed before "done", and
+    the candidate dies with this process in any case (PDEATHSIG)."""
     job = read_message(0)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the candidate inherits a closed stdin
@@ -233,6 +247,8 @@ def main(config: dict) -> None:
     if channel.dead:  # it vanished mid-run: was it the CPU limit?
         fate = _candidate_fate(pid, float(limits["cpu_s"]), 3.0)
         write_message(report_fd, {"candidate_exit": fate})
+    else:
+        _kill_candidate_group(pid)
     sys.stdout.flush()  # before "done": the parent stops reading output when the report ends
     sys.stderr.flush()
     write_message(report_fd, {"done": True})

@@ -76,9 +76,14 @@ def decide(plan: CasePlan, seen: Observed) -> tuple[Outcome, int, str | None, st
     if seen.timed_out or cpu_killed:
         return "timeout", passed, failed_test, None
     done = any(m.get("done") for m in messages)
+    fate = next((m["candidate_exit"] for m in messages
+                 if type(m.get("candidate_exit")) is str), None)
     for message in messages:
         if "load_error" in message:
-            return "error", passed, None, str(message["load_error"])
+            error_type = str(message["load_error"])
+            if error_type == "CandidateExited" and fate:  # e.g. "CandidateExited (signal 9)"
+                error_type += f" ({fate})"
+            return "error", passed, None, error_type
         if "missing_entry" in message:
             return "error", passed, None, "NameError"
         if "setup_error" in message:

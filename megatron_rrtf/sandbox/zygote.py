@@ -13,7 +13,9 @@ Protocol over an AF_UNIX SOCK_SEQPACKET pair, one JSON object per packet:
                     with the descriptors (SCM_RIGHTS) to install at those numbers in the child;
                     {"kill": id, "uids": [...]}: SIGKILL the child's process group (only while
                     it is unreaped, so never a recycled pid) and, as root, every process of
-                    those uids (processes that left the group).
+                    those uids (processes that left the group). Not root, when a child ends
+                    other than by exiting 0, or the parent goes, every process left in the
+                    child's session (the candidate's own process group) is killed too.
   zygote -> parent  {"ready": pid} once, when set up; {"exited": id, "status": raw wait status}.
 The child side (everything above "the parent's end") uses the standard library only.
 """
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -59,6 +62,44 @@ def _kill_uid(uid: int) -> None:
             pass
         os._exit(0)
     os.waitpid(pid, 0)
+
+
+def _session_of(pid: str) -> int | None:
+    """The session of a live process (None once it is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _kill_sessions(sessions: set[int], patience_s: float = 2.0) -> None:
+    """SIGKILL every live process of these sessions, round after round until none is left (a
+    fork bomb adds some). A session's id is the pid of its leader, a test process: call only
+    while that child is unreaped, so the id cannot have been reused. Not root, this is what ends
+    the candidate's own process group where no pid namespace ends it (as root, the uid sweep)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or _session_of(entry) not in sessions:
+                continue
+            try:
+                pidfd = os.pidfd_open(int(entry))
+            except OSError:
+                continue
+            try:
+                if _session_of(entry) in sessions:  # still the process the pidfd names
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    found = True
+            except OSError:
+                pass
+            finally:
+                os.close(pidfd)
+        if not found or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 
 def _become_child(role: str, config: dict, fds: list[int], targets: list[int]) -> None:
@@ -105,9 +146,13 @@ def serve(config: dict) -> None:
 
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits (a thread-pool
     # worker, say). The parent's death shows as end-of-file on the control socket instead.
-    for note in confinement.shared_view(root=os.geteuid() == 0, hidden=config["hidden"],
+    root = os.geteuid() == 0  # before shared_view: inside a user namespace we would read 0
+    for note in confinement.shared_view(root=root, hidden=config["hidden"],
                                         reachable=config["reachable"]):
         print(f"sandbox: {note}", file=sys.stderr, flush=True)
+    # A test process exits before its candidate, which would then be the host init's to reap;
+    # here, with init slow to reap, the zombies ate the next runs' RLIMIT_NPROC of that uid.
+    confinement.adopt_orphans()
     control = socket.socket(fileno=config["control_fd"])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -129,13 +174,18 @@ def serve(config: dict) -> None:
         ready = {fd for fd, _ in events}
         if wake_r in ready:
             os.read(wake_r, 4096)
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+        while True:  # our test processes, and the orphans we adopted
+            try:  # WNOWAIT: look first, so the session id stays reserved while it is cleaned up
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 break
-            if pid == 0:
+            if ended is None:
                 break
+            pid = ended.si_pid
+            if (not root and pid in children
+                    and (ended.si_code != os.CLD_EXITED or ended.si_status != 0)):
+                _kill_sessions({pid})  # it did not end its candidate's group itself
+            _, status = os.waitpid(pid, 0)
             request = children.pop(pid, None)
             if request is not None:
                 by_id.pop(request, None)
@@ -152,6 +202,8 @@ def serve(config: dict) -> None:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            if not root and children:
+                _kill_sessions(set(children))
             os._exit(0)
         message = json.loads(data)
         if "spawn" in message:
@@ -171,7 +223,7 @@ def serve(config: dict) -> None:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            if os.geteuid() == 0:
+            if root:
                 for uid in message.get("uids") or []:
                     _kill_uid(int(uid))
 
