@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from megatron_rrtf.config.rrtf import STOP_MARKERS
 from megatron_rrtf.rrtf.demo_problems import (
     BUG_KINDS,
     generate_demo_problems,
@@ -86,7 +87,7 @@ def test_teacher_responses_are_correct_or_fail_as_labelled(problems):
     expected = {"correct": "passed", "off_by_one": "failed", "wrong_constant": "failed",
                 "runtime_error": "error"}
     for r in records:
-        code = extract_code(r["text"])
+        code = extract_code(r["text"], STOP_MARKERS)
         if r["kind"] == "syntax_error":
             with pytest.raises(SyntaxError):
                 compile(code, "<t>", "exec")

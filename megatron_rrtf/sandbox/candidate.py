@@ -20,14 +20,7 @@ import traceback
 import types
 from typing import Any
 
-from megatron_rrtf.sandbox import confinement
-from megatron_rrtf.sandbox.wire import (
-    WireError,
-    decode_value,
-    encode_value,
-    read_message,
-    write_message,
-)
+from megatron_rrtf.sandbox import confinement, wire
 
 
 def _describe(value: Any) -> list:
@@ -36,8 +29,8 @@ def _describe(value: Any) -> list:
     if callable(value):
         return ["callable"]
     try:
-        return ["value", encode_value(value)]
-    except (WireError, RecursionError):
+        return ["value", wire.encode_value(value)]
+    except (wire.WireError, RecursionError):
         return ["opaque"]
 
 
@@ -59,37 +52,37 @@ def _flush() -> None:
 
 def serve(program: str, req_fd: int, resp_fd: int, notes: list[str]) -> None:
     """Load `program`, tell the test process which globals it defines, then answer calls."""
-    write_message(resp_fd, {"setup": notes})
+    wire.write_message(resp_fd, {"setup": notes})
     namespace: dict[str, Any] = {"__name__": "__candidate__", "__builtins__": builtins}
     try:
         exec(compile(program, "<candidate>", "exec"), namespace)
     except BaseException as exc:  # noqa: BLE001 - SystemExit at load is a load error too
         traceback.print_exc()
         _flush()
-        write_message(resp_fd, {"load_error": _exception_fields(exc)})
+        wire.write_message(resp_fd, {"load_error": _exception_fields(exc)})
         return
     _flush()
     names = {k: _describe(v) for k, v in list(namespace.items()) if not k.startswith("__")}
-    write_message(resp_fd, {"loaded": names})
+    wire.write_message(resp_fd, {"loaded": names})
     while True:
-        request = read_message(req_fd)
+        request = wire.read_message(req_fd)
         if request is None:
             return
         try:
             function = namespace[request["call"]]
-            args = decode_value(request["args"])
-            kwargs = decode_value(request["kwargs"])
+            args = wire.decode_value(request["args"])
+            kwargs = wire.decode_value(request["kwargs"])
             result = function(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the test side as the call's error
             _flush()
-            write_message(resp_fd, {"raise": _exception_fields(exc)})
+            wire.write_message(resp_fd, {"raise": _exception_fields(exc)})
             continue
         _flush()
         try:
-            reply = {"return": encode_value(result)}
-        except (WireError, RecursionError) as exc:
+            reply = {"return": wire.encode_value(result)}
+        except (wire.WireError, RecursionError) as exc:
             reply = {"raise": ["UnencodableResult", str(exc)]}
-        write_message(resp_fd, reply)
+        wire.write_message(resp_fd, reply)
 
 
 def describe_exit(status: int, cpu_used: float, cpu_limit: float) -> str:

@@ -7,24 +7,31 @@ import argparse
 HELP = "validate config files + key=value overrides and print the resolved config"
 
 
+def add_config_arguments(p: argparse.ArgumentParser, note: str = "") -> None:
+    """The CONFIG... positional of every config-driven verb: YAML paths first, then `a.b=value`
+    overrides."""
+    p.add_argument("configs", nargs="+", metavar="CONFIG",
+                   help="YAML files (merged in order) then key.sub=value overrides"
+                        + (f" ({note})" if note else ""))
+
+
+def load_config_arguments(args: argparse.Namespace):
+    """The validated RunConfig that `add_config_arguments`' CONFIG... names."""
+    from megatron_rrtf.config import load_config
+
+    paths = [i for i in args.configs if "=" not in i]
+    overrides = [i for i in args.configs if "=" in i]
+    return load_config(paths, overrides)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("configs", nargs="+", help="YAML files (merged in order) then key.sub=value overrides")
-
-
-def split_configs_and_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """CLI convention shared by every verb: YAML paths first, `a.b=value` overrides after."""
-    paths = [i for i in items if "=" not in i]
-    overrides = [i for i in items if "=" in i]
-    return paths, overrides
+    add_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from megatron_rrtf.config import load_config
-
-    paths, overrides = split_configs_and_overrides(args.configs)
-    config = load_config(paths, overrides)
+    config = load_config_arguments(args)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     vocab = config.model.vocab_size
     if vocab is not None:

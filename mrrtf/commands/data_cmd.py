@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from mrrtf.commands.config_cmd import add_config_arguments
+
 HELP = "inspect preprocessed data: per-source tokens, effective epochs, decoded samples"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     inspect = sub.add_parser("inspect", help="print counts, effective epochs and samples")
-    inspect.add_argument("configs", nargs="+",
-                         help="YAML files (merged in order) then key.sub=value overrides")
+    add_config_arguments(inspect)
     inspect.add_argument("--samples", type=int, default=3, help="decoded samples to show")
     inspect.add_argument("--chars", type=int, default=400, help="characters shown per sample")
     inspect.add_argument("--num-samples", type=int, default=None,
@@ -19,15 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.config import load_config
     from megatron_rrtf.data.manifest import read_manifest
     from megatron_rrtf.data.preprocess import tokenizer_path
     from megatron_rrtf.data.stream import build_eval_streams, build_train_stream
     from megatron_rrtf.tokenizer import load_tokenizer
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
+    from mrrtf.commands.config_cmd import load_config_arguments
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    config = load_config(paths, overrides)
+    config = load_config_arguments(args)
     tokenizer = load_tokenizer(tokenizer_path(config.data))
     manifest = read_manifest(config.data.output_dir)
     num_samples = args.num_samples or config.train.train_steps * config.train.global_batch_size

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from mrrtf.commands.config_cmd import add_config_arguments
+
 HELP = ("ingest and tokenize data.sources into megatron indexed datasets (trains the tokenizer "
         "first when data.tokenizer is null and data.train_tokenizer is set)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("configs", nargs="+", help="YAML files (merged in order) then key.sub=value overrides")
+    add_config_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.config import load_config
     from megatron_rrtf.data.preprocess import preprocess
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
+    from mrrtf.commands.config_cmd import load_config_arguments
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    config = load_config(paths, overrides)
+    config = load_config_arguments(args)
     manifest = preprocess(config, progress=not args.no_progress)
     for name, entry in manifest["sources"].items():
         skipped = {k: v for k, v in entry["skipped"].items() if v}

@@ -6,21 +6,20 @@ import argparse
 import json
 import os
 
+from mrrtf.commands.config_cmd import add_config_arguments
+
 HELP = "pretrain a model with megatron-core (TP/PP/DP via torchrun), resumable"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("configs", nargs="+",
-                   help="YAML files merged in order (model, objectives, data), then key=value")
+    add_config_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from megatron_rrtf.config import load_config
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
+    from mrrtf.commands.config_cmd import load_config_arguments
     from pretrain.run import run_pretrain
 
-    paths, overrides = split_configs_and_overrides(args.configs)
-    config = load_config(paths, overrides)
+    config = load_config_arguments(args)
     summary = run_pretrain(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))

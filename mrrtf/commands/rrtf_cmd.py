@@ -25,12 +25,12 @@ import os
 from pathlib import Path
 
 from mrrtf.commands.arglists import csv_ints, csv_items
+from mrrtf.commands.config_cmd import add_config_arguments, load_config_arguments
 from mrrtf.commands.flags import add_flags, flag_values
 
 HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo"
 log = logging.getLogger(__name__)
 
-CONFIGS_HELP = "YAML files then key.sub=value overrides"
 DEMO_DATA_FIELDS = {
     "train": "training problems",
     "heldout": "held-out problems",
@@ -68,14 +68,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     c = sub.add_parser("decontaminate", help="drop problems overlapping HumanEval "
                                              "(rrtf.decontam_ngram, rrtf.decontam_threshold)")
-    c.add_argument("configs", nargs="+", help=CONFIGS_HELP)
+    add_config_arguments(c)
     c.add_argument("--problems", required=True)
     c.add_argument("--out", required=True)
     c.set_defaults(_step=_decontaminate)
 
     e = sub.add_parser("evolve", help="Evol-Instruct rewrite through a teacher, filter, dedup "
                                       "(rrtf.evol_rounds, rrtf.near_dup_jaccard, train.seed)")
-    e.add_argument("configs", nargs="+", help=CONFIGS_HELP)
+    add_config_arguments(e)
     e.add_argument("--seeds", required=True, help="seed problems JSONL")
     e.add_argument("--out", help="evolved problems JSONL (seeds included)")
     e.add_argument("--teacher-outputs", help='JSONL of {"id": request id, "output": text}')
@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.set_defaults(_step=_evolve)
 
     s = sub.add_parser("sample", help="sample K responses per problem from student + teachers")
-    s.add_argument("configs", nargs="+", help=CONFIGS_HELP)
+    add_config_arguments(s)
     s.add_argument("--problems", required=True)
     s.add_argument("--student", help="HF model directory of the student (omit: teachers only)")
     s.add_argument("--out", required=True)
@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem "
                                     "(code extracted at rrtf.stop_markers)")
-    r.add_argument("configs", nargs="+", help=CONFIGS_HELP)
+    add_config_arguments(r)
     r.add_argument("--problems", required=True)
     r.add_argument("--responses", nargs="*", default=[],
                    help='JSONL files, one {"problem_id", "text", "source"} per line')
@@ -104,22 +104,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     t = sub.add_parser("train", help="train on a ranked set with the ranking loss + SFT "
                                      "(megatron-core; torchrun for TP/PP/DP)")
-    t.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (checkpoint.init_from= the "
-                                                             "model to align)")
+    add_config_arguments(t, "checkpoint.init_from= the model to align")
     t.add_argument("--ranked", required=True, help="ranked JSONL written by `mrrtf rrtf rank`")
     t.set_defaults(_step=_train)
 
     u = sub.add_parser("run", help="rrtf.rounds rounds of export -> sample -> rank -> train "
                                    "(re-run to resume)")
-    u.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (checkpoint.init_from= the "
-                                                             "model to align)")
+    add_config_arguments(u, "checkpoint.init_from= the model to align")
     u.add_argument("--problems", help="training problems JSONL (default: rrtf.problems)")
     u.set_defaults(_step=_run_rounds)
 
     v = sub.add_parser("eval", help="held-out pass@1 (greedy) and pass@k before/after, one "
                                     "table (Markdown + JSON)")
-    v.add_argument("configs", nargs="+", help=CONFIGS_HELP + " (prompt template, stop "
-                                              "markers, student.max_new_tokens, train.seed)")
+    add_config_arguments(v, "prompt template, stop markers, student.max_new_tokens, train.seed")
     v.add_argument("--problems", required=True, help="held-out problems JSONL")
     v.add_argument("--before", required=True, help="HF dir, run dir or step dir")
     v.add_argument("--after", required=True, nargs="+", help="HF/run/step dirs (NAME=PATH to "
@@ -154,13 +151,6 @@ def run(args: argparse.Namespace) -> int:
     return int(args._step(args) or 0)
 
 
-def _config(args: argparse.Namespace):
-    from megatron_rrtf.config import load_config
-    from mrrtf.commands.config_cmd import split_configs_and_overrides
-
-    return load_config(*split_configs_and_overrides(args.configs))
-
-
 def _demo_data(args: argparse.Namespace) -> int:
     from align.demo import DemoData, write_demo_data
 
@@ -176,7 +166,7 @@ def _decontaminate(args: argparse.Namespace) -> int:
     from megatron_rrtf.rrtf.decontaminate import NgramIndex, decontaminate
     from megatron_rrtf.rrtf.problems import load_problems, write_problems
 
-    cfg = _config(args).rrtf
+    cfg = load_config_arguments(args).rrtf
     problems, _ = load_problems(args.problems)
     kept, dropped = decontaminate(problems, NgramIndex.humaneval(cfg.decontam_ngram),
                                   cfg.decontam_threshold)
@@ -200,7 +190,7 @@ def _evolve(args: argparse.Namespace) -> int:
     )
     from megatron_rrtf.rrtf.problems import load_problems, write_problems
 
-    config = _config(args)
+    config = load_config_arguments(args)
     cfg, seed = config.rrtf, config.train.seed
     seeds, _ = load_problems(args.seeds)
     if args.write_requests:
@@ -235,7 +225,7 @@ def _sample(args: argparse.Namespace) -> int:
     from align.sample import hf_sampler, sample_all, write_responses
     from megatron_rrtf.rrtf.problems import load_problems
 
-    config = _config(args)
+    config = load_config_arguments(args)
     cfg = config.rrtf
     problems, _ = load_problems(args.problems)
     student = hf_sampler(args.student, cfg.student, cfg) if args.student else None
@@ -253,7 +243,7 @@ def _rank(args: argparse.Namespace) -> int:
     from megatron_rrtf.rrtf.ranking import format_distribution
     from megatron_rrtf.sandbox import run_many
 
-    cfg = _config(args).rrtf
+    cfg = load_config_arguments(args).rrtf
     problems, _ = load_problems(args.problems)
     ranked = rank_problems(problems, cfg.stop_markers, read_responses(args.responses),
                            partial(run_many, workers=args.workers))
@@ -266,7 +256,7 @@ def _rank(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from align.train import run_rrtf_train
 
-    summary = run_rrtf_train(_config(args), args.ranked)
+    summary = run_rrtf_train(load_config_arguments(args), args.ranked)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 3 if summary["status"] == "interrupted" else 0
@@ -275,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
 def _run_rounds(args: argparse.Namespace) -> int:
     from align.rounds import run_rounds
 
-    summary = run_rounds(_config(args), args.problems)
+    summary = run_rounds(load_config_arguments(args), args.problems)
     for r in summary["rounds"]:
         rate = r.get("student_pass_rate")
         print(f"round {r['round']}: {r['train']['status']} at step {r['train']['step']}"
@@ -294,7 +284,7 @@ def _eval(args: argparse.Namespace) -> int:
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
     from megatron_rrtf.rrtf.problems import load_problems
 
-    config = _config(args)
+    config = load_config_arguments(args)
     cfg, seed = config.rrtf, config.train.seed
     settings = HeldoutEval(seed=seed, **flag_values(args, HeldoutEval, HELDOUT_FIELDS))
     tasks = tuple(t for t in csv_items(args.benchmarks) if t != "none")
