@@ -1,13 +1,14 @@
 # Entry points, each doing its own set-up on a fresh machine:
 #   make demo   tiny end-to-end run on the built-in corpus (CPU)
-#   make test   the test suite
+#   make test   the test suite (what CI runs)
+#   make test-fast   the suite minus the slow tests, for the inner loop
 #   make compare-demo   4 tiny runs differing only in objective mixture, evaluated and compared
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare-demo test lint install clean
+.PHONY: demo compare-demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +23,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider
+
+# The inner loop: everything but the tests marked slow (multi-process, end-to-end).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/mrrtf demo --out demo_out
