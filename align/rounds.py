@@ -30,12 +30,14 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from align.rank import RunMany
 from megatron_rrtf.config import RunConfig
 from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.sandbox import run_many
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,14 @@ def training_done(run_dir: Path, steps: int) -> bool:
     return s.get("status") == "completed" and s.get("step", 0) >= steps
 
 
-def rank_to_file(problems, responses_path: Path, out: Path, stop_markers, run_many=None) -> dict:
+def rank_to_file(problems, responses_path: Path, out: Path, stop_markers: Sequence[str],
+                 run_many: RunMany = run_many) -> dict:
     """Rank (align.rank) into `out` atomically; returns the outcome distribution."""
     from align.rank import rank_problems, read_responses, write_ranked
 
     tmp = out.with_name(out.name + ".tmp")
-    extra = {"run_many": run_many} if run_many is not None else {}
     dist = write_ranked(tmp, rank_problems(problems, stop_markers,
-                                           read_responses([responses_path]), **extra))
+                                           read_responses([responses_path]), run_many))
     os.replace(tmp, out)
     return dist
 
@@ -86,7 +88,7 @@ def _distribution(ranked_path: Path) -> dict[str, dict[str, int]]:
 
 
 def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
-               student_factory: StudentFactory | None = None, run_many=None,
+               student_factory: StudentFactory | None = None, run_many: RunMany = run_many,
                sample_chunk: int = 64) -> dict[str, Any]:
     """Run (or resume) every round; returns the rounds summary also written to rounds.json."""
     from align.sample import hf_sampler, sample_to_file

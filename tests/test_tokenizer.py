@@ -112,6 +112,29 @@ def test_hf_tokenizer_without_objective_tokens_works_for_causal_lm(tmp_path):
     assert pickle.loads(pickle.dumps(tok)).encode("x") == tok.encode("x")
 
 
+def test_hf_tokenizer_encodes_documents_longer_than_model_max_length_quietly(tmp_path, caplog,
+                                                                           capfd):
+    """Documents (and infill prefixes) are longer than a model's context by design: no
+    transformers 'Token indices sequence length is longer' warning (make demo printed it)."""
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.train_from_iterator(["x = 1\n"] * 20, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>",
+                            model_max_length=8).save_pretrained(tmp_path)
+    tok = load_tokenizer(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert len(tok.encode("x = 1\n" * 40)) > 8
+        assert all(len(ids) > 8 for ids in tok.encode_batch(["x = 1\n" * 40] * 2))
+    printed = capfd.readouterr()  # transformers may print through its own handler
+    assert "Token indices sequence length" not in caplog.text + printed.out + printed.err
+
+
 def test_cli_trains_a_tokenizer(tmp_path):
     f = tmp_path / "code.py"
     f.write_text("def add(a, b):\n    return a + b\n" * 200 + "print('héllo')\n")

@@ -33,10 +33,11 @@ class HFTokenizer(Tokenizer):
         self.__init__(state["path"])
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False)
+        # verbose=False: documents are longer than model_max_length by design; no warning
+        return self._tok.encode(text, add_special_tokens=False, verbose=False)
 
     def encode_batch(self, texts: list[str], threads: int | None = None) -> list[list[int]]:
-        return self._tok(texts, add_special_tokens=False)["input_ids"]
+        return self._tok(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False,

@@ -19,14 +19,19 @@ DATA_CONFIG = "data/builtin.yaml"
 MODEL_CONFIG = "tiny.yaml"
 OBJECTIVE_CONFIG = "objectives/codegen2_mix.yaml"
 """Names under the project's configs/ (megatron_rrtf.config.bundled), found from any directory."""
+DEMO_OUT, PRETRAIN_DIR, RRTF_DIR = "demo_out", "pretrain", "rrtf"
+"""`mrrtf demo` writes OUT/pretrain and OUT/rrtf; `mrrtf rrtf demo` starts from the former."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_out", help="where the run directory goes")
+    from align.demo import DEMO_SEED
+
+    p.add_argument("--out", default=DEMO_OUT, help=f"where the run directories go (OUT/"
+                                                   f"{PRETRAIN_DIR}, OUT/{RRTF_DIR})")
     p.add_argument("--steps", type=int, default=300, help="pretraining steps")
     p.add_argument("--no-rrtf", action="store_true", help="stop after pretraining (skip [4/4])")
-    p.add_argument("--rrtf-seed", type=int, default=1, help="seed of the RRTF stage (demo data, "
-                                                              "sampling, training order)")
+    p.add_argument("--rrtf-seed", type=int, default=DEMO_SEED,
+                   help="seed of the RRTF stage (demo data, sampling, training order)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (pretraining)")
 
 
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.time()
     out = Path(args.out)
-    run_dir = out / "pretrain"
+    run_dir = out / PRETRAIN_DIR
     data_path = bundled_config(DATA_CONFIG)
     print(f"[1/4] preprocessing the built-in corpus ({data_path})", flush=True)
     data_config = load_config([data_path])
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_rrtf:
         from align.demo import run_rrtf_demo, seeds_summary
 
-        rrtf_out = out / "rrtf"
+        rrtf_out = out / RRTF_DIR
         print(f"[4/4] RRTF on the demo problem family (configs/rrtf/tiny_demo.yaml) into "
               f"{rrtf_out}", flush=True)
         result = run_rrtf_demo(run_dir, rrtf_out, seed=args.rrtf_seed)

@@ -57,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from align.evaluate import HeldoutEval
     from megatron_rrtf.config.rrtf import SamplingConfig
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
+    from mrrtf.commands.demo import DEMO_OUT, PRETRAIN_DIR, RRTF_DIR
 
     sub = p.add_subparsers(dest="rrtf_command", metavar="STEP", required=True)
 
@@ -131,8 +132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     m = sub.add_parser("demo", help="CPU demo on the tiny pretrained model: held-out pass@1 "
                                     "before / after RRTF / after SFT-only, per seed")
-    m.add_argument("--pretrained", default="demo_out/pretrain", help="pretraining run dir")
-    m.add_argument("--out", default="demo_out/rrtf")
+    m.add_argument("--pretrained", default=f"{DEMO_OUT}/{PRETRAIN_DIR}",
+                   help="pretraining run dir (what `mrrtf demo` trains)")
+    m.add_argument("--out", default=f"{DEMO_OUT}/{RRTF_DIR}")
     m.add_argument("--seeds", default=str(DEMO_SEED),
                    help="comma-separated seeds (data, sampling, training order)")
     add_flags(m, DemoData, {k: DEMO_DATA_FIELDS[k] for k in ("train", "heldout",
