@@ -88,21 +88,26 @@ def test_too_small_vocab_is_refused(tmp_path):
         train_tokenizer([tmp_path / "missing.txt"], 1000, tmp_path / "t")
 
 
-def test_hf_tokenizer_without_objective_tokens_works_for_causal_lm(tmp_path):
-    """A HF tokenizer lacking <sep>/<mask_k> loads and encodes; special_ids names what is missing."""
+def save_byte_level_hf_tokenizer(path, texts: list[str], vocab_size: int, eos: str,
+                                 **tokenizer_kwargs) -> None:
+    """A byte-level BPE trained on `texts`, saved as an HF tokenizer directory at `path`."""
     from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import models, pre_tokenizers, trainers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     raw = RawTokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(["def f(x): return x\n"] * 20, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    from tokenizers import decoders
-
     raw.decoder = decoders.ByteLevel()
-    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>").save_pretrained(tmp_path)
+    raw.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[eos],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=eos,
+                            **tokenizer_kwargs).save_pretrained(path)
+
+
+def test_hf_tokenizer_without_objective_tokens_works_for_causal_lm(tmp_path):
+    """A HF tokenizer lacking <sep>/<mask_k> loads and encodes; special_ids names what is missing."""
+    save_byte_level_hf_tokenizer(tmp_path, ["def f(x): return x\n"] * 20, 300, "<|endoftext|>")
     tok = load_tokenizer(tmp_path)
     assert tok.decode(tok.encode("def f(x):\n  return x\n")) == "def f(x):\n  return x\n"
     assert tok.eod == tok.token_to_id("<|endoftext|>")
@@ -116,17 +121,8 @@ def test_hf_tokenizer_encodes_documents_longer_than_model_max_length_quietly(tmp
                                                                            capfd):
     """Documents (and infill prefixes) are longer than a model's context by design: no
     transformers 'Token indices sequence length is longer' warning (make demo printed it)."""
-    from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    raw = RawTokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(["x = 1\n"] * 20, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>",
-                            model_max_length=8).save_pretrained(tmp_path)
+    save_byte_level_hf_tokenizer(tmp_path, ["x = 1\n"] * 20, 280, "<|endoftext|>",
+                                 model_max_length=8)
     tok = load_tokenizer(tmp_path)
     with caplog.at_level("WARNING"):
         assert len(tok.encode("x = 1\n" * 40)) > 8
@@ -149,15 +145,6 @@ def test_cli_trains_a_tokenizer(tmp_path):
 
 
 def test_hf_tokenizer_without_endoftext_uses_its_eos(tmp_path):
-    from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    raw = RawTokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(["hello world\n"] * 10, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>").save_pretrained(tmp_path)
+    save_byte_level_hf_tokenizer(tmp_path, ["hello world\n"] * 10, 280, "</s>")
     tok = load_tokenizer(tmp_path)
     assert tok.eod == tok.token_to_id("</s>")
