@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class HeldoutEval:
     """How held-out problems are answered (besides the student's max_new_tokens and top_p and

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def hf_sampler(model_dir: str | Path, source: SamplingConfig, cfg: RRTFConfig) -> Sampler:
     """How a local HF model answers for one source (the student, an hf_model teacher, the
     model under held-out evaluation): its max_new_tokens and top_p, rrtf.stop_markers,

@@ -14,8 +14,9 @@ one generation path (prompts fitted to the context, stops, batching, device). Ta
   and FIM PSM/SPM prompt formats, greedy pass@1 (`eval.infill_formats`).
 
 Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval,
-counted as `prompts_truncated`) or the far ends of prefix and suffix (infilling). The results record the checkpoint, its step and
-config, every option (sampling settings, seed, limits) and the wall time of each task.
+counted as `prompts_truncated`) or the far ends of prefix and suffix (infilling). The results
+record the checkpoint, its step and config, every option (sampling settings, seed, limits) and
+the wall time of each task.
 """
 
 from __future__ import annotations
