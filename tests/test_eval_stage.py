@@ -55,6 +55,9 @@ def test_perplexity_equals_the_training_loops_heldout_loss_on_the_same_samples(t
     logged = read_metrics(trained_run, "eval")[-1]
     ppl = heldout_perplexity(load_config(step_dir / "config.yaml"), step_dir,
                              max_samples=MICRO * EVAL_BATCHES)
+    from test_process_groups import nothing_left
+
+    assert nothing_left()  # its world of one is torn down again
     assert set(ppl) == {"code/python", "nl"}
     for domain, r in ppl.items():
         assert r["num_samples"] == MICRO * EVAL_BATCHES

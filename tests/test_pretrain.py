@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
 from distributed import run_distributed
 from pretrain_runs import pretrain_config, read_metrics, run_in_process, sources_json
 
@@ -55,6 +56,7 @@ def test_resume_mid_run_and_across_an_epoch_is_bit_exact(tiny_data_config, tmp_p
     epochs = _epochs_per_step(straight, 12)
     assert max(epochs[11]) > max(epochs[4]), "the resumed part must cross a data epoch"
     run_pretrain(straight)
+    assert not dist.is_initialized()  # the run's process groups are torn down after it
     _resume_copy(tmp_path / "a", 4, tmp_path / "b")
     resumed = pretrain_config(tiny_data_config, tmp_path / "b", *longer, weights=weights)
     summary = run_pretrain(resumed)
