@@ -21,12 +21,21 @@ def test_builtin_corpus_is_real_code_and_prose(tmp_path):
     assert code and sum(p.stat().st_size for p in code) <= 300_000
     assert any("def " in p.read_text() for p in code)
     assert len(prose) >= 50  # python reference topics + package READMEs
+    # not our own README: it changes with every commit, and the demo's data must not
+    assert not (out / "nl" / "package-readmes" / "megatron-rrtf.md").exists()
     assert (out / "nl" / "python-reference" / "while.txt").read_text().startswith("The \"while\"")
     stamp = json.loads((out / "CORPUS.json").read_text())
     assert stamp["code_files"] == len(code) and stamp["nl_files"] == len(prose_documents())
     before = (out / "CORPUS.json").stat().st_mtime_ns
     materialize_builtin_corpus(tmp_path / "corpus", code_bytes=300_000)
     assert (out / "CORPUS.json").stat().st_mtime_ns == before  # idempotent
+    # a changed or stray file is put right: the corpus is rewritten whole
+    (out / "nl" / "package-readmes" / "uninstalled-package.md").write_text("stale\n")
+    (out / "nl" / "python-reference" / "while.txt").write_text("edited\n")
+    (out / "CORPUS.json").unlink()
+    materialize_builtin_corpus(tmp_path / "corpus", code_bytes=300_000)
+    assert not (out / "nl" / "package-readmes" / "uninstalled-package.md").exists()
+    assert (out / "nl" / "python-reference" / "while.txt").read_text().startswith("The \"while\"")
 
 
 def test_preprocess_trains_tokenizer_then_inspect_reports(tmp_path):
