@@ -6,8 +6,8 @@ log-prob through megatron's vocab-parallel cross entropy (exact under tensor par
 per-candidate sums -> the configured ranking loss (`rrtf` or `rrhf`, + SFT). Only response tokens
 carry loss. The same Trainer as pretraining gives TP/PP/DP, checkpoints, exact resume, metrics.
 
-Packing restarts position ids per response; megatron's RoPE ignores position ids, so for the
-`rope` family the padded layout (one row per candidate, identical numbers) is used instead.
+Packing restarts position ids per response; both families follow position ids (the RoPE family
+through model.build.PositionedGPTModel), so packed and padded layouts give the same numbers.
 """
 
 from __future__ import annotations
@@ -61,11 +61,7 @@ class RankedBatches:
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.seed = config.train.seed
         self.consumed = 0
-        self.pack = config.rrtf.pack_candidates and config.model.family == "starcoder"
-        if config.rrtf.pack_candidates and not self.pack:
-            log.info("rrtf.pack_candidates: megatron RoPE ignores position ids, so the %s family "
-                     "uses one padded row per candidate (same numbers, slower)",
-                     config.model.family)
+        self.pack = config.rrtf.pack_candidates
         self._orders: dict[int, np.ndarray] = {}
         # Pipeline stages exchange fixed-shape tensors: pad every micro-batch to [rows, seq].
         self.fixed_shape = config.parallel.pipeline_parallel > 1

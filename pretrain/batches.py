@@ -1,4 +1,5 @@
-"""Pretraining batches: packed samples from the data stream -> objective mixture -> torch tensors."""
+"""Pretraining batches: packed samples from the data stream -> objective mixture -> torch tensors,
+plus the micro-batch's attention layout (model.documents), built here once on the host."""
 
 from __future__ import annotations
 
@@ -7,22 +8,31 @@ from typing import Any
 import numpy as np
 import torch
 
+from megatron_rrtf.model.documents import DocumentAttention
 from megatron_rrtf.objectives.mixture import ObjectiveMixture
 
-Batch = dict[str, torch.Tensor]
+Batch = dict[str, Any]
 
 
-def to_torch(batch: dict[str, np.ndarray]) -> Batch:
+def to_model_batch(batch: dict[str, np.ndarray], separate_documents: bool) -> Batch:
+    """Collated numpy arrays -> tensors on this rank's device, and "attention": the micro-batch's
+    DocumentAttention (documents apart when separate_documents, i.e.
+    data.document_attention=separate)."""
     device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
-            for k, v in batch.items()}
+    out: Batch = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
+                  for k, v in batch.items()}
+    out["attention"] = DocumentAttention.build(batch["doc_ids"], batch["prefix_mask"],
+                                               separate_documents, device)
+    return out
 
 
 class PretrainBatches:
     """BatchSource for the training loop: this rank's micro-batches, resumable by the stream."""
 
-    def __init__(self, stream, mixture: ObjectiveMixture, micro_batch_size: int, seq_length: int):
+    def __init__(self, stream, mixture: ObjectiveMixture, micro_batch_size: int, seq_length: int,
+                 separate_documents: bool = True):
         self.stream = stream
+        self.separate_documents = separate_documents
         self.mixture = mixture
         self.micro_batch_size = micro_batch_size
         self.seq_length = seq_length
@@ -34,7 +44,7 @@ class PretrainBatches:
             raw = self.stream.next_batch(self.micro_batch_size)
             batch = self.mixture.apply_batch(raw["tokens"], raw["epoch"], raw["sample_index"])
             batch["source_id"] = raw["source_id"]
-            out.append(to_torch(batch))
+            out.append(to_model_batch(batch, self.separate_documents))
         return out
 
     def counters(self, batches: list[Batch]) -> dict[str, float]:

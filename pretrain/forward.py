@@ -1,4 +1,5 @@
-"""The pretraining forward step: per-token LM loss, masked, reported overall and per objective."""
+"""The pretraining forward step: per-token LM loss, masked, reported overall and per objective.
+Positions and attention come from the micro-batch's DocumentAttention (pretrain.batches)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,9 @@ from functools import partial
 
 import torch
 
-from megatron_rrtf.model.attention import prefix_lm_dense_mask
 from megatron_rrtf.objectives.mixture import OBJECTIVE_NAMES
 
 STAT_NAMES = ["loss"] + [f"loss/{name}" for name in OBJECTIVE_NAMES]
-
-
-def attention_mask_for(prefix_len: torch.Tensor, seq_len: int, dense: bool) -> torch.Tensor | None:
-    """None (plain causal) unless some sample has a bidirectional prefix.
-
-    Our core attention takes per-sample prefix lengths and never builds an s x s mask on GPU;
-    megatron's local attention needs the dense boolean mask (True = masked)."""
-    if int(prefix_len.max()) <= 1:  # a prefix of one token is plain causal attention
-        return None
-    return prefix_lm_dense_mask(prefix_len, seq_len) if dense else prefix_len
 
 
 def loss_func(loss_mask: torch.Tensor, objective_id: torch.Tensor, output: torch.Tensor):
@@ -39,11 +29,9 @@ def loss_func(loss_mask: torch.Tensor, objective_id: torch.Tensor, output: torch
 
 def make_forward_step(dense_mask: bool):
     def forward_step(batch, model):
-        tokens = batch["tokens"]                                          # [b, s]
-        b, s = tokens.shape
-        position_ids = torch.arange(s, device=tokens.device)[None].expand(b, -1)
-        mask = attention_mask_for(batch["prefix_len"], s, dense_mask)
-        output = model(tokens, position_ids, mask, labels=batch["labels"])
+        layout = batch["attention"]
+        output = model(batch["tokens"], layout.position_ids,                # [b, s] each
+                       layout.model_mask(dense_mask), labels=batch["labels"])
         return output, partial(loss_func, batch["loss_mask"], batch["objective_id"])
 
     return forward_step

@@ -17,13 +17,14 @@ from megatron_rrtf.training.flops import flops_per_token
 from megatron_rrtf.training.launch import training_run, write_run_config
 from megatron_rrtf.training.loop import LoopSpec, Trainer
 from megatron_rrtf.training.setup import build_model_state
-from pretrain.batches import PretrainBatches, to_torch
+from pretrain.batches import PretrainBatches, to_model_batch
 from pretrain.forward import STAT_NAMES, make_forward_step
 
 log = logging.getLogger(__name__)
 
 
-def _eval_batches(streams: dict, ids, seq_len: int, micro: int, max_batches: int) -> dict:
+def _eval_batches(streams: dict, ids, seq_len: int, micro: int, max_batches: int,
+                  separate_documents: bool) -> dict:
     """Fixed held-out micro-batches per domain (causal LM loss), the same at every evaluation."""
     out = {}
     for domain, stream in streams.items():
@@ -37,8 +38,9 @@ def _eval_batches(streams: dict, ids, seq_len: int, micro: int, max_batches: int
             log.warning("eval domain %s: fewer than train.micro_batch_size held-out samples on "
                         "some rank; not evaluated", domain)
             continue
-        batches = [to_torch(collate([causal_sample(s, ids, seq_len)
-                                     for s in samples[i * micro:(i + 1) * micro]]))
+        batches = [to_model_batch(collate([causal_sample(s, ids, seq_len)
+                                           for s in samples[i * micro:(i + 1) * micro]]),
+                                  separate_documents)
                    for i in range(n)]
         for b in batches:
             b["objective_id"] = torch.zeros_like(b["objective_id"])
@@ -55,14 +57,16 @@ def build_pretrain_spec(config: RunConfig, tokenizer) -> LoopSpec:
     t, m = config.train, config.model
     stream = build_train_stream(config, tokenizer, dp_rank, dp_size,
                                 num_samples=t.train_steps * t.global_batch_size)
+    separate = config.data.document_attention == "separate"
     mixture = ObjectiveMixture(config.objectives, tokenizer.special_ids, m.seq_length,
-                               encode=tokenizer.encode, decode=tokenizer.decode, seed=t.seed)
-    source = PretrainBatches(stream, mixture, t.micro_batch_size, m.seq_length)
+                               encode=tokenizer.encode, decode=tokenizer.decode, seed=t.seed,
+                               per_document_prefix=separate)
+    source = PretrainBatches(stream, mixture, t.micro_batch_size, m.seq_length, separate)
     eval_sources = {}
     if t.eval_interval:
         eval_sources = _eval_batches(build_eval_streams(config, tokenizer, dp_rank, dp_size),
                                      tokenizer.special_ids, m.seq_length, t.micro_batch_size,
-                                     t.eval_batches)
+                                     t.eval_batches, separate)
     vocab = config.model.padded_vocab_for(tokenizer.vocab_size)
     return LoopSpec(source=source, forward_step=make_forward_step(m.attention_backend == "local"),
                     stat_names=STAT_NAMES, counter_names=source.counter_names(),

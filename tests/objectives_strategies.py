@@ -87,3 +87,19 @@ def assert_sample_shape(sample, seq_len: int) -> None:
     assert set(np.unique(sample.loss_mask)) <= {0.0, 1.0}
     assert isinstance(sample.prefix_len, int) and 0 <= sample.prefix_len <= seq_len
     assert (sample.tokens[1:] == sample.labels[:-1]).all()   # one stream, shifted by one
+    assert sample.doc_ids.shape == sample.prefix_mask.shape == (seq_len,)
+    assert sample.prefix_mask.dtype == bool
+    assert (np.diff(sample.doc_ids) >= 0).all()              # documents in order, each one run
+
+
+def document_runs(doc_ids: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of one document id."""
+    starts = np.flatnonzero(np.diff(doc_ids, prepend=doc_ids[0] - 1))
+    return list(zip(starts.tolist(), np.append(starts[1:], len(doc_ids)).tolist()))
+
+
+def assert_eod_ends_its_document(sample, ids) -> None:
+    """An EOD input belongs to the document it ends: the next input starts a new one."""
+    eods = np.flatnonzero(sample.tokens == ids.eod)
+    for t in eods[eods < len(sample.tokens) - 1]:
+        assert sample.doc_ids[t + 1] == sample.doc_ids[t] + 1

@@ -150,3 +150,39 @@ def loss_falls_on_repeated_batch(steps: int) -> list[float]:
             opt.step()
             losses.append(loss.item())
         return losses
+
+
+def document_packing_under_model_parallel(family: str, groups: int, tp: int, pp: int) -> list:
+    """Per-document |packed - alone| logit differences (test_document_packing) in a TP=2 or PP=2
+    world: TP ranks compare their vocab shards; with PP the last stage compares the logits that
+    megatron's schedule returns (forward only)."""
+    from test_document_packing import PREFIXES, per_document_max_diff
+
+    cfg = _config(family, tp, pp, 4, groups)
+    with process_groups(cfg.parallel, seed=11):
+        first = parallel_state.is_pipeline_first_stage()
+        last = parallel_state.is_pipeline_last_stage()
+        model = build_gpt_model(cfg, VOCAB, pre_process=first, post_process=last).eval()
+        model.config.finalize_model_grads_func = None
+
+        def forward(tokens, layout):
+            if pp == 1:
+                with torch.no_grad():
+                    return model(tokens, layout.position_ids, layout.model_mask())
+
+            def step(data_iterator, chunk):
+                tok, lay = next(data_iterator)
+                out = chunk(tok, lay.position_ids, lay.model_mask())
+
+                def keep(output, non_loss_data=False):
+                    return output
+
+                return out, keep
+
+            outs = get_forward_backward_func()(
+                forward_step_func=step, data_iterator=iter([(tokens, layout)]), model=[model],
+                num_microbatches=1, seq_length=tokens.shape[1], micro_batch_size=1,
+                forward_only=True, collect_non_loss_data=True)
+            return outs[0] if last else torch.zeros(*tokens.shape, 1)
+
+        return [per_document_max_diff(forward, prefixes) for prefixes in ((0, 0, 0), PREFIXES)]

@@ -110,3 +110,32 @@ def test_rrtf_training_resume_is_bit_exact(tiny_data_config, tmp_path):
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     assert len(b) == 3 and [r["loss"] for r in a[3:]] == [r["loss"] for r in b]
     assert any(r["loss/rank"] > 0 for r in a), "student/teacher pairs must reach the rank loss"
+
+
+@pytest.mark.parametrize("family", ["starcoder", "rope"])
+def test_packed_candidates_give_the_padded_log_probs_in_both_families(family, world_of_one):
+    """Packing restarts position ids per response; the RoPE family follows them too
+    (PositionedGPTModel), so both layouts give each candidate the same log-prob."""
+    from parallel_workers import _config
+
+    from megatron_rrtf.model.build import build_gpt_model
+    from megatron_rrtf.rrtf.batch import RankedExample, build_rrtf_batch
+
+    model = build_gpt_model(_config(family, 1, 1, 2, 1), 256).eval()
+    examples = [RankedExample("def f(x):", ("return x + 1", "return 2 * x", "pass"),
+                              (3.0, 1.0, 0.0), (True, False, False)),
+                RankedExample("# add", ("a + b", "a - b if a else b"), (3.0, 2.0), (True, False))]
+
+    def encode(text):
+        return [ord(c) % 200 + 3 for c in text]
+
+    logps = []
+    for pack in (True, False):
+        c = build_rrtf_batch(examples, encode, 1, pack=pack, max_len=32, pad_id=0).candidates
+        with torch.no_grad():
+            logits = model(c.tokens, c.position_ids, c.attention_mask)
+        fields = dict(pred_row=c.pred_row, pred_col=c.pred_col, target=c.target,
+                      candidate=c.candidate, lengths=c.lengths)
+        logps.append(candidate_logprobs_tp(logits, fields))
+    assert logps[0].shape == (5,)
+    torch.testing.assert_close(logps[0], logps[1], atol=1e-5, rtol=1e-5)

@@ -1,11 +1,13 @@
 """The megatron-core model: parameter counts, attention backends, prefix-LM masks, CPU compat."""
 
+import numpy as np
 import pytest
 import torch
 
 from megatron_rrtf.config import load_config
 from megatron_rrtf.model import attention
 from megatron_rrtf.model.build import build_gpt_model
+from megatron_rrtf.model.documents import DocumentAttention
 from megatron_rrtf.parallel import cpu_compat
 from megatron_rrtf.parallel.init import set_seed
 
@@ -53,18 +55,30 @@ def test_sdpa_backend_matches_megatron_local_attention(family):
     torch.testing.assert_close(sdpa, local, atol=1e-5, rtol=1e-5)
 
 
+def _layout(prefix_lens, doc_ids=None, separate=True):
+    """DocumentAttention for rows with these prefix lengths (one document per row by default)."""
+    b = len(prefix_lens)
+    ids = np.zeros((b, SEQ), dtype=np.int32) if doc_ids is None else np.asarray(doc_ids)
+    prefix = np.arange(SEQ)[None] < np.asarray(prefix_lens)[:, None]
+    return DocumentAttention.build(ids, prefix, separate)
+
+
+def _run(model, tokens, layout):
+    return model(tokens, layout.position_ids, layout.model_mask())
+
+
 def test_prefix_lm_mask_is_bidirectional_over_prefix_and_causal_after():
     model = _model(seed=3)
     p = 10
     g = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, 128, (1, SEQ), generator=g)
-    prefix = torch.tensor([p])
-    base = _logits(model, tokens, prefix)
+    prefix = _layout([p])
+    base = _run(model, tokens, prefix)
     # A token after the prefix never moves outputs at earlier positions (causal after p).
     for j in (p, p + 5, SEQ - 1):
         changed = tokens.clone()
         changed[0, j] = (changed[0, j] + 1) % 128
-        out = _logits(model, changed, prefix)
+        out = _run(model, changed, prefix)
         torch.testing.assert_close(out[:, :j], base[:, :j], atol=0, rtol=0)
         assert not torch.allclose(out[:, j:], base[:, j:])
     # A token inside the prefix moves outputs at earlier positions (bidirectional prefix),
@@ -72,44 +86,32 @@ def test_prefix_lm_mask_is_bidirectional_over_prefix_and_causal_after():
     j = 7
     changed = tokens.clone()
     changed[0, j] = (changed[0, j] + 1) % 128
-    assert not torch.allclose(_logits(model, changed, prefix)[:, :j], base[:, :j])
+    assert not torch.allclose(_run(model, changed, prefix)[:, :j], base[:, :j])
     causal = _logits(model, tokens)
     torch.testing.assert_close(_logits(model, changed)[:, :j], causal[:, :j], atol=0, rtol=0)
 
 
-def test_prefix_length_zero_and_one_equal_causal():
+def test_prefix_length_zero_and_one_masks_equal_causal():
     model = _model(seed=4)
     tokens = torch.randint(0, 128, (2, SEQ), generator=torch.Generator().manual_seed(3))
     causal = _logits(model, tokens)
     for p in (0, 1):
-        torch.testing.assert_close(_logits(model, tokens, torch.tensor([p, p])), causal)
+        layout = _layout([p, p])
+        assert layout.model_mask() is None  # the kernels' causal fast path
+        torch.testing.assert_close(_logits(model, tokens, layout.dense()), causal)
 
 
-def test_prefix_lengths_equal_dense_mask():
-    model = _model(seed=6)
+@pytest.mark.parametrize("family", ["starcoder", "rope"])
+def test_our_attention_with_documents_equals_megatron_local_with_the_dense_mask(family):
     tokens = torch.randint(0, 128, (3, SEQ), generator=torch.Generator().manual_seed(4))
-    lengths = torch.tensor([0, 5, SEQ])
-    dense = attention.prefix_lm_dense_mask(lengths, SEQ)
-    torch.testing.assert_close(_logits(model, tokens, lengths), _logits(model, tokens, dense))
-
-
-@pytest.mark.parametrize("heads, groups", [(4, 1), (4, 2), (4, 4)])
-def test_two_call_prefix_lm_split_equals_dense_mask(heads, groups):
-    """The GPU path (two varlen attention calls, no s x s mask), run with a CPU reference of
-    flash_attn_varlen_func, equals SDPA with the dense prefix-LM mask."""
-    g = torch.Generator().manual_seed(0)
-    b, s, d = 4, 19, 8
-    q = torch.randn(b, s, heads, d, generator=g)
-    k = torch.randn(b, s, groups, d, generator=g)
-    v = torch.randn(b, s, groups, d, generator=g)
-    prefix = torch.tensor([0, 1, 7, s])
-    split = attention.prefix_lm_two_call_attention(q, k, v, prefix,
-                                                   attention.varlen_attention_reference, d ** -0.5)
-    mask = attention.prefix_lm_dense_mask(prefix, s)
-    dense = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=~mask,
-        scale=d ** -0.5, enable_gqa=heads != groups).transpose(1, 2)
-    torch.testing.assert_close(split, dense, atol=1e-6, rtol=1e-5)
+    ids = np.zeros((3, SEQ), dtype=np.int32)
+    ids[1, 9:], ids[2, 5:], ids[2, 15:] = 1, 1, 2
+    prefix = np.zeros((3, SEQ), dtype=bool)
+    prefix[0, :SEQ], prefix[1, 9:13], prefix[2, :3] = True, True, True
+    layout = DocumentAttention.build(ids, prefix)
+    ours = _model(family, "sdpa", seed=6)(tokens, layout.position_ids, layout.model_mask())
+    local = _model(family, "local", seed=6)(tokens, layout.position_ids, layout.dense())
+    torch.testing.assert_close(ours, local, atol=1e-5, rtol=1e-5)
 
 
 def test_auto_backend_is_sdpa_on_cpu_and_flash_refused_without_cuda():

@@ -12,6 +12,7 @@ from objectives_strategies import (
     assert_sample_shape,
     char_decode,
     char_encode,
+    document_runs,
     merging_decode,
     merging_encode,
     packed_samples,
@@ -61,6 +62,13 @@ def test_fim_restores_every_document_text(packed, fim_rate, spm_rate, seed):
     check_restored(raw, sample, char_decode)
     if fim_rate == 0.0:
         assert (stream_of(sample) == raw).all()
+    # each document's piece (its FIM layout and its EOD) is one block, <fim_pad> one of its own
+    stream = stream_of(sample)
+    for start, end in document_runs(sample.doc_ids):
+        block = stream[start:end]
+        assert (block == IDS.fim_pad).all() or not (block == IDS.fim_pad).any()
+        assert not (block[:-1] == IDS.eod).any()                  # an EOD only ends a block
+        assert (block == IDS.fim_prefix).sum() <= 1               # at most one FIM layout
 
 
 @settings(max_examples=200, deadline=None)

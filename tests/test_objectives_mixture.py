@@ -38,9 +38,9 @@ def mixture(rates=ALL, seed=7):
 
 
 def same(a, b):
-    return (a.objective == b.objective and a.prefix_len == b.prefix_len
+    return (a.objective == b.objective
             and all((getattr(a, k) == getattr(b, k)).all()
-                    for k in ("tokens", "labels", "loss_mask")))
+                    for k in ("tokens", "labels", "loss_mask", "doc_ids", "prefix_mask")))
 
 
 @settings(max_examples=100, deadline=None)
@@ -96,7 +96,8 @@ def test_apply_batch_collates_with_objective_ids():
     batch = m.apply_batch(raw, [2] * 8, list(range(100, 108)))
     assert batch["tokens"].shape == batch["labels"].shape == batch["loss_mask"].shape == (8, SEQ)
     assert batch["tokens"].dtype == np.int64 and batch["loss_mask"].dtype == np.float32
-    assert batch["prefix_len"].shape == batch["objective_id"].shape == (8,)
+    assert batch["doc_ids"].shape == batch["prefix_mask"].shape == (8, SEQ)
+    assert batch["objective_id"].shape == (8,)
     samples = [m.apply(r, 2, 100 + i) for i, r in enumerate(raw)]
     expected = collate(samples)
     for key in expected:

@@ -1,11 +1,19 @@
-"""Prefix-LM: split point within bounds, loss exactly on labels at raw index >= p, and the
-attention pattern's contract (bidirectional prefix, causal after) on a toy attention layer."""
+"""Prefix-LM: split points within bounds (one per document with separate document attention,
+one per sample with packed), loss exactly on labels from each split point on, and the attention
+pattern's contract (bidirectional prefix, causal after, documents apart) on a toy attention
+layer."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from objectives_strategies import IDS, assert_sample_shape, packed_samples
+from objectives_strategies import (
+    IDS,
+    assert_eod_ends_its_document,
+    assert_sample_shape,
+    document_runs,
+    packed_samples,
+)
 
 from megatron_rrtf.config.objectives import PrefixLMConfig
 from megatron_rrtf.errors import ConfigError
@@ -24,10 +32,14 @@ def prefix_configs(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(packed_samples(), prefix_configs(), st.integers(0, 2**32 - 1))
-def test_loss_is_on_labels_from_the_split_point_on(packed, config, seed):
+def test_packed_one_prefix_per_sample_loss_from_the_split_point_on(packed, config, seed):
+    """data.document_attention=packed: the sample is one sequence, as before documents were
+    kept apart."""
     raw, seq_len = packed
-    sample = prefix_lm_sample(raw, IDS, seq_len, np.random.default_rng(seed), config)
+    sample = prefix_lm_sample(raw, IDS, seq_len, np.random.default_rng(seed), config,
+                              per_document=False)
     assert_sample_shape(sample, seq_len)
+    assert (sample.prefix_mask == (np.arange(seq_len) < sample.prefix_len)).all()
     lo, hi = prefix_bounds(seq_len, config)
     p = sample.prefix_len
     assert 1 <= lo <= p <= hi <= seq_len
@@ -38,10 +50,31 @@ def test_loss_is_on_labels_from_the_split_point_on(packed, config, seed):
     assert (sample.loss_mask == ((label_raw_index >= p) & (sample.labels != IDS.pad))).all()
 
 
+@settings(max_examples=200, deadline=None)
+@given(packed_samples(), prefix_configs(), st.integers(0, 2**32 - 1))
+def test_separate_each_document_gets_its_own_split_by_the_same_rule(packed, config, seed):
+    """Document d (L input positions from `start`) gets p_d drawn, in document order from the
+    sample's generator, by the rule one sample gets: its first p_d positions are its prefix and
+    its labels count from start + p_d - 1 on."""
+    raw, seq_len = packed
+    sample = prefix_lm_sample(raw, IDS, seq_len, np.random.default_rng(seed), config)
+    assert_sample_shape(sample, seq_len)
+    assert_eod_ends_its_document(sample, IDS)
+    assert (sample.tokens == raw[:-1]).all()
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(seq_len, dtype=bool)
+    for start, end in document_runs(sample.doc_ids):
+        lo, hi = prefix_bounds(end - start, config)
+        p = int(rng.integers(lo, hi + 1))
+        assert sample.prefix_mask[start:end].tolist() == [True] * p + [False] * (end - start - p)
+        counts[start + p - 1:end] = True
+    assert (sample.loss_mask == (counts & (sample.labels != IDS.pad))).all()
+
+
 def test_split_point_is_spread_over_the_bounds():
     config = PrefixLMConfig(min_prefix_fraction=0.25, max_prefix_fraction=0.75)
     rng = np.random.default_rng(0)
-    raw = np.arange(24, 24 + 101)
+    raw = np.arange(24, 24 + 101)  # one document: per document and per sample agree
     points = [prefix_lm_sample(raw, IDS, 100, rng, config).prefix_len for _ in range(2000)]
     assert min(points) == 25 and max(points) == 75
     assert np.mean(points) == pytest.approx(50, abs=1.5)
@@ -63,15 +96,31 @@ def test_prefix_mask_is_bidirectional_before_p_and_causal_after(seq_len, data):
     x = rng.normal(size=(seq_len, 4))
     changed = x.copy()
     changed[j] += 1.0
-    mask = prefix_lm_attention_mask(seq_len, p)
+    one_doc = np.zeros(seq_len, dtype=np.int32)
+    mask = prefix_lm_attention_mask(one_doc, np.arange(seq_len) < p)
     before, after = toy_attention(x, mask)[:j], toy_attention(changed, mask)[:j]
     if j >= p:      # causal part: a later token never changes earlier outputs
         assert np.allclose(before, after)
     elif j > 0:     # prefix: a prefix token changes earlier outputs, which a causal mask never does
         # (exactly: when the earlier query barely attends to token j the change can be ~1e-7)
         assert np.abs(before - after).max() > 0
-        causal = prefix_lm_attention_mask(seq_len, 0)
+        causal = prefix_lm_attention_mask(one_doc, np.zeros(seq_len, dtype=bool))
         assert np.allclose(toy_attention(x, causal)[:j], toy_attention(changed, causal)[:j])
+
+
+@settings(max_examples=100, deadline=None)
+@given(packed_samples(max_seq_len=24), st.integers(0, 2**32 - 1), st.data())
+def test_no_token_sees_another_document(packed, seed, data):
+    """Changing a token of one document changes no output of any other document."""
+    raw, seq_len = packed
+    sample = prefix_lm_sample(raw, IDS, seq_len, np.random.default_rng(seed), PrefixLMConfig())
+    j = data.draw(st.integers(0, seq_len - 1))
+    x = np.random.default_rng(seed % 1000).normal(size=(seq_len, 4))
+    changed = x.copy()
+    changed[j] += 1.0
+    mask = prefix_lm_attention_mask(sample.doc_ids, sample.prefix_mask)
+    others = sample.doc_ids != sample.doc_ids[j]
+    assert np.allclose(toy_attention(x, mask)[others], toy_attention(changed, mask)[others])
 
 
 @pytest.mark.parametrize("lo, hi, fragment", [

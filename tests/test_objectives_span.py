@@ -11,6 +11,7 @@ from objectives_strategies import (
     IDS,
     assert_documents_restored,
     assert_sample_shape,
+    document_runs,
     packed_samples,
     stream_of,
 )
@@ -152,3 +153,26 @@ def test_too_many_spans_for_the_tokenizer_names_the_key():
 def test_bad_span_config_names_the_key(key, value, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         SpanConfig(**{key: value}).validate()
+
+
+@settings(max_examples=200, deadline=None)
+@given(packed_samples(), span_configs(), st.integers(0, 2**32 - 1))
+def test_sentinels_and_moved_spans_stay_in_their_documents_block(packed, config, seed):
+    """With separate document attention a moved span must see its own context: each document's
+    block (a run of Sample.doc_ids) holds its context, EOD, <sep> and moved spans. So undoing
+    the corruption block by block gives what undoing it over the whole stream gives, and
+    trailing <pad> is a block of its own."""
+    raw, seq_len = packed
+    sample = span_sample(raw, IDS, seq_len, np.random.default_rng(seed), config)
+    stream = stream_of(sample)
+    runs = document_runs(sample.doc_ids)
+    blocks = [stream[a:b] for a, b in runs[:-1]] + [stream[runs[-1][0]:]]  # + the last label
+    for block in blocks:
+        assert (block == IDS.pad).all() or not (block[:-1] == IDS.pad).any()
+    per_block = [invert_span_stream(block, IDS) for block in blocks
+                 if not (block == IDS.pad).all()]
+    assert all(len(docs) == 1 for docs in per_block[:-1])   # one document per block
+    by_block = [d for docs in per_block for d in docs]
+    whole = invert_span_stream(stream, IDS)
+    assert [(d.tokens.tolist(), d.ends_with_eod) for d in by_block] == \
+        [(d.tokens.tolist(), d.ends_with_eod) for d in whole]

@@ -46,10 +46,14 @@ def _epochs_per_step(config, steps: int) -> list[set[int]]:
     return [set(stream.next_batch(gb)["epoch"].tolist()) for _ in range(steps)]
 
 
-def test_resume_mid_run_and_across_an_epoch_is_bit_exact(tiny_data_config, tmp_path):
+@pytest.mark.parametrize("documents", ["separate", "packed"])
+def test_resume_mid_run_and_across_an_epoch_is_bit_exact(tiny_data_config, tmp_path, documents):
     # seq 256 and equal weights: the prose source (~7.4k tokens) runs out of its first epoch
-    # around step 7, inside the resumed part.
-    longer = ("model.seq_length=256", "train.global_batch_size=8", "train.micro_batch_size=4")
+    # around step 7, inside the resumed part. Every objective, so that prefix-LM prefixes and
+    # span blocks meet document boundaries, with documents kept apart or not.
+    longer = ("model.seq_length=256", "train.global_batch_size=8", "train.micro_batch_size=4",
+              f"data.document_attention={documents}",
+              "objectives.rates={causal: 0.25, span: 0.25, fim: 0.25, prefix_lm: 0.25}")
     weights = {"py": 1.0, "prose": 1.0}
     straight = pretrain_config(tiny_data_config, tmp_path / "a", "checkpoint.save_interval=4",
                                "checkpoint.keep_last=5", *longer, weights=weights)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from megatron_rrtf.config import load_config
 from megatron_rrtf.model.build import build_gpt_model
+from megatron_rrtf.model.documents import DocumentAttention
 from megatron_rrtf.training.loop import LoopSpec, Trainer
 from megatron_rrtf.training.setup import build_model_state
 from pretrain.forward import STAT_NAMES, make_forward_step
@@ -44,8 +46,10 @@ def _batches(n_micro: int, micro: int):
     for _ in range(n_micro):
         tokens = torch.randint(0, VOCAB, (micro, SEQ + 1), generator=g)
         mask = (torch.rand(micro, SEQ, generator=g) > 0.3).float()   # uneven token counts
+        one_document = np.zeros((micro, SEQ), dtype=np.int32)
         out.append(dict(tokens=tokens[:, :-1], labels=tokens[:, 1:], loss_mask=mask,
-                        prefix_len=torch.zeros(micro, dtype=torch.long),
+                        attention=DocumentAttention.build(one_document,
+                                                          np.zeros((micro, SEQ), dtype=bool)),
                         objective_id=torch.zeros(micro, dtype=torch.long)))
     return out
 

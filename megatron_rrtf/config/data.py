@@ -104,6 +104,11 @@ class DataConfig:
     builtin_corpus: str | None = None
     """A directory: `mrrtf preprocess` first writes the built-in corpus there (stdlib code +
     installed packages' descriptions as prose) so sources can point into it."""
+    document_attention: Literal["separate", "packed"] = "separate"
+    """separate: a token of a packed sample attends only within its own document, positions
+    restart at 0 per document and prefix-LM draws a prefix per document (Megatron-LM's
+    --reset-attention-mask --reset-position-ids); packed: every token attends causally to the
+    whole sample, one position range and one prefix per sample (the comparison setting)."""
 
     def validate(self) -> None:
         if not self.output_dir:

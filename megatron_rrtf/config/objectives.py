@@ -69,12 +69,13 @@ class FimConfig:
 
 @dataclass
 class PrefixLMConfig:
-    """Prefix-LM: one split point p per sample, drawn uniformly as a fraction of seq_len."""
+    """Prefix-LM: a split point p per document (data.document_attention=separate) or per sample
+    (packed), drawn uniformly as a fraction of the document's (sample's) length L."""
 
     min_prefix_fraction: float = 0.1
-    """Smallest prefix, as a fraction of seq_len (p is at least 1 token)."""
+    """Smallest prefix, as a fraction of L (p is at least 1 token)."""
     max_prefix_fraction: float = 0.9
-    """Largest prefix, as a fraction of seq_len (p is at most seq_len)."""
+    """Largest prefix, as a fraction of L (p is at most L)."""
 
     def validate(self) -> None:
         lo, hi = self.min_prefix_fraction, self.max_prefix_fraction

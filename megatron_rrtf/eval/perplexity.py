@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from megatron_rrtf.config import ParallelConfig, RunConfig
+from megatron_rrtf.model.documents import DocumentAttention
 from megatron_rrtf.objectives.causal import causal_sample
 from megatron_rrtf.objectives.mixture import collate
 
@@ -50,18 +51,22 @@ def heldout_samples(config: RunConfig, tokenizer, max_samples: int | None = None
 
 @torch.no_grad()
 def score_samples(model: torch.nn.Module, samples: list[np.ndarray], ids, seq_len: int,
-                  decode, batch_size: int = 8) -> dict[str, Any]:
+                  decode, batch_size: int = 8, separate_documents: bool = True,
+                  dense_mask: bool = False) -> dict[str, Any]:
     """NLL of causal LM samples under a megatron GPTModel: loss (nats/token), perplexity,
-    bits_per_byte, and the counts they come from. `decode(ids) -> str` drops special tokens."""
+    bits_per_byte, and the counts they come from. `decode(ids) -> str` drops special tokens.
+    Documents attend as in training (data.document_attention; dense_mask for megatron's local
+    attention)."""
     nll, tokens, nbytes = 0.0, 0, 0
     for start in range(0, len(samples), batch_size):
         batch = collate([causal_sample(s, ids, seq_len) for s in samples[start:start + batch_size]])
         tok = torch.from_numpy(batch["tokens"]).long()                     # [b, s]
         labels = torch.from_numpy(batch["labels"]).long()                  # [b, s]
         loss_mask = torch.from_numpy(batch["loss_mask"]).float()           # [b, s]
-        b, s = tok.shape
-        position_ids = torch.arange(s)[None].expand(b, -1)
-        per_token = model(tok, position_ids, None, labels=labels).float()  # [b, s] nats
+        layout = DocumentAttention.build(batch["doc_ids"], batch["prefix_mask"],
+                                         separate_documents)
+        per_token = model(tok, layout.position_ids, layout.model_mask(dense_mask),
+                          labels=labels).float()                            # [b, s] nats
         nll += float((per_token * loss_mask).sum(dtype=torch.float64))
         tokens += int(loss_mask.sum())
         for row_labels, row_mask in zip(batch["labels"], batch["loss_mask"]):
@@ -96,7 +101,9 @@ def _score_domains(model, config: RunConfig, tokenizer, max_samples: int | None,
     def decode(ids: list[int]) -> str:
         return tokenizer.decode([i for i in ids if i not in drop])
 
-    return {domain: score_samples(model, samples, special, m.seq_length, decode, batch_size)
+    return {domain: score_samples(model, samples, special, m.seq_length, decode, batch_size,
+                                  config.data.document_attention == "separate",
+                                  m.attention_backend == "local")
             for domain, samples in heldout_samples(config, tokenizer, max_samples).items()
             if samples}
 

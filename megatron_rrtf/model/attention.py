@@ -3,16 +3,17 @@
 Both take megatron's layout (query [sq, b, np, hn], key/value [sk, b, ng, hn]) and return
 [sq, b, np * hn]. `attention_mask` is one of
   * None                     -> causal;
-  * bool [b|1, 1|np, sq, sk] -> dense mask, True = masked (megatron's convention);
-  * int  [b]                 -> prefix-LM: per-sample prefix lengths; positions < prefix_len attend
-                                bidirectionally among themselves, later positions causally.
+  * bool [b|1, 1|np, sq, sk] -> dense mask, True = masked (megatron's convention; RRTF's
+                                candidate packing);
+  * DocumentAttention        -> packed documents and prefix-LM prefixes (model.documents): SDPA
+                                takes its cached dense mask, flash-attn its variable-length
+                                calls (never an s x s mask on GPU).
 K/V keep their ng heads (ng = 1 for MQA): neither path materialises repeated K/V heads.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_rrtf.model.documents import DocumentAttention, varlen_document_attention
+
 try:  # optional `gpu` extra
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
@@ -28,14 +31,6 @@ try:  # optional `gpu` extra
 except ImportError:  # pragma: no cover - CPU machines
     flash_attn_func = flash_attn_varlen_func = None
     HAVE_FLASH_ATTN = False
-
-
-def prefix_lm_dense_mask(prefix_len: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """[b] prefix lengths -> bool [b, 1, s, s], True = masked: key > query unless key < prefix."""
-    pos = torch.arange(seq_len, device=prefix_len.device)
-    future = pos[None, :] > pos[:, None]                                   # [s(q), s(k)]
-    in_prefix = pos[None, None, :] < prefix_len[:, None, None]             # [b, 1, s(k)]
-    return (future[None] & ~in_prefix)[:, None]                            # [b, 1, s, s]
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -87,68 +82,20 @@ class SDPAttention(_CoreAttentionBase):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
                                                  scale=self.softmax_scale, enable_gqa=gqa)
         else:
-            if attention_mask.dtype != torch.bool:  # prefix lengths
-                attention_mask = prefix_lm_dense_mask(attention_mask, q.shape[2])
+            if isinstance(attention_mask, DocumentAttention):
+                attention_mask = attention_mask.dense()  # built once, shared by the layers
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=~attention_mask,
                                                  dropout_p=dropout, scale=self.softmax_scale,
                                                  enable_gqa=gqa)
         return out.permute(2, 0, 1, 3)                                     # [sq, b, np, hn]
 
 
-VarlenAttend = Callable[..., torch.Tensor]
-
-
-def prefix_lm_two_call_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_len: torch.Tensor,
-    attend: VarlenAttend, softmax_scale: float, dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """Prefix-LM attention without an s x s mask: two variable-length attention calls.
-
-    q [b, s, np, hn], k/v [b, s, ng, hn], prefix_len [b] -> [b, s, np, hn].
-    Call 1: prefix queries x prefix keys, non-causal. Call 2: suffix queries x all keys, causal
-    aligned bottom-right (query i of a suffix that starts at p sees keys <= p + i), which is
-    flash-attn's causal convention when seqlen_q < seqlen_k. `attend` has flash_attn_varlen_func's
-    signature, so the same code runs flash-attn on GPU and a reference on CPU.
-    """
-    b, s = q.shape[:2]
-    lengths = prefix_len.to(torch.int64).clamp(0, s).tolist()
-    out = torch.empty_like(q)
-
-    def cu(seqlens: list[int]) -> torch.Tensor:
-        c = torch.zeros(len(seqlens) + 1, dtype=torch.int32, device=q.device)
-        c[1:] = torch.tensor(seqlens, device=q.device).cumsum(0)
-        return c
-
-    pre = [i for i in range(b) if lengths[i] > 0]
-    if pre:
-        pl = [lengths[i] for i in pre]
-        qp = torch.cat([q[i, : lengths[i]] for i in pre])
-        kp = torch.cat([k[i, : lengths[i]] for i in pre])
-        vp = torch.cat([v[i, : lengths[i]] for i in pre])
-        cu_p = cu(pl)
-        o = attend(qp, kp, vp, cu_p, cu_p, max(pl), max(pl), dropout_p=dropout_p,
-                   softmax_scale=softmax_scale, causal=False)
-        for j, i in enumerate(pre):
-            out[i, : lengths[i]] = o[cu_p[j]: cu_p[j + 1]]
-    suf = [i for i in range(b) if lengths[i] < s]
-    if suf:
-        ql = [s - lengths[i] for i in suf]
-        qs = torch.cat([q[i, lengths[i]:] for i in suf])
-        ks = k[suf].reshape(len(suf) * s, *k.shape[2:])
-        vs = v[suf].reshape(len(suf) * s, *v.shape[2:])
-        cu_q, cu_k = cu(ql), cu([s] * len(suf))
-        o = attend(qs, ks, vs, cu_q, cu_k, max(ql), s, dropout_p=dropout_p,
-                   softmax_scale=softmax_scale, causal=True)
-        for j, i in enumerate(suf):
-            out[i, lengths[i]:] = o[cu_q[j]: cu_q[j + 1]]
-    return out
-
-
 def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                dropout_p=0.0, softmax_scale=None, causal=False):
     """flash_attn_varlen_func's semantics in plain PyTorch (bottom-right causal alignment).
 
-    Used on CPU to prove `prefix_lm_two_call_attention` against the dense mask."""
+    Used on CPU to prove the GPU path (`documents.varlen_document_attention`) against the dense
+    mask."""
     outs = []
     for j in range(len(cu_seqlens_q) - 1):
         qs = q[cu_seqlens_q[j]: cu_seqlens_q[j + 1]].transpose(0, 1)[None]  # [1, np, sq, hn]
@@ -167,21 +114,22 @@ def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q
 
 
 class FlashAttention(_CoreAttentionBase):
-    """flash-attn 2 on CUDA: causal via flash_attn_func, prefix-LM via two varlen calls.
+    """flash-attn 2 on CUDA: causal via flash_attn_func; packed documents and prefix-LM via the
+    variable-length kernel over the segments (documents.varlen_document_attention).
 
     A dense boolean mask (used only by RRTF candidate packing) falls back to SDPA."""
 
     def _attend(self, query, key, value, attention_mask):
         dropout = self.dropout_p if self.training else 0.0
-        q, k, v = (x.transpose(0, 1) for x in (query, key, value))         # [b, s, h, d]
+        if attention_mask is not None and not isinstance(attention_mask, DocumentAttention):
+            return SDPAttention._attend(self, query, key, value, attention_mask)
+        q, k, v = (x.transpose(0, 1).contiguous() for x in (query, key, value))  # [b, s, h, d]
         if attention_mask is None:
             out = flash_attn_func(q, k, v, dropout_p=dropout, softmax_scale=self.softmax_scale,
                                   causal=True)
-        elif attention_mask.dtype != torch.bool:
-            out = prefix_lm_two_call_attention(q, k, v, attention_mask, flash_attn_varlen_func,
-                                               self.softmax_scale, dropout)
         else:
-            return SDPAttention._attend(self, query, key, value, attention_mask)
+            out = varlen_document_attention(q, k, v, attention_mask, flash_attn_varlen_func,
+                                            self.softmax_scale, dropout)
         return out.transpose(0, 1)                                         # [sq, b, np, hn]
 
 

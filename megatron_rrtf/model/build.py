@@ -80,12 +80,30 @@ def layer_spec(model: ModelConfig) -> ModuleSpec:
     return spec
 
 
+class PositionedGPTModel(GPTModel):
+    """megatron's GPTModel, with rotary embeddings that follow the position ids it is given.
+
+    megatron-core computes RoPE angles for positions 0..s-1 whatever position_ids say (learned
+    absolute positions do follow them). With packed documents positions restart at 0 per
+    document, so each token's angle is looked up by its own position id: [s, b, 1, d] instead
+    of [s, 1, 1, d], which megatron's unfused RoPE broadcasts per batch row."""
+
+    def _preprocess(self, input_ids, position_ids, *args, **kwargs):
+        out = super()._preprocess(input_ids, position_ids, *args, **kwargs)
+        rotary = out[1]
+        if self.position_embedding_type == "rope" and rotary is not None \
+                and position_ids is not None:
+            per_token = rotary[:, 0, 0][position_ids.t()].unsqueeze(2)     # [s, b, 1, d]
+            out = (out[0], per_token, *out[2:])
+        return out
+
+
 def build_gpt_model(config: RunConfig, vocab_size: int, pre_process: bool = True,
                     post_process: bool = True, vp_stage: int | None = None) -> GPTModel:
     """The GPTModel for this rank's pipeline stage; `vocab_size` is the padded vocabulary."""
     m = config.model
     tconfig = transformer_config(m, config.parallel, config.train.precision)
-    return GPTModel(
+    return PositionedGPTModel(
         config=tconfig,
         transformer_layer_spec=layer_spec(m),
         vocab_size=vocab_size,

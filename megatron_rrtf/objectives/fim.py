@@ -19,6 +19,9 @@ unchanged and cut like causal LM. Documents after it are dropped; a short stream
 may merge tokens) is padded with <fim_pad>, out of the loss. A document whose re-encoded parts
 would contain special ids (text that spells a special token) stays unchanged.
 
+Documents: each document's piece (FIM layout or plain, with its EOD) is one document
+(`Sample.doc_ids`); trailing <fim_pad> is a segment of its own.
+
 Loss: on every label except <fim_pad> and <pad>, as StarCoder trains.
 """
 
@@ -86,8 +89,10 @@ def fim_sample(raw: np.ndarray, ids: SpecialTokenIds, seq_len: int, rng: np.rand
         used += len(piece)
     pieces.append(np.full(budget - used, ids.fim_pad, dtype=np.int64))
     stream = np.concatenate(pieces)                                        # [s+1]
+    doc_of = np.concatenate([np.full(len(p), d, dtype=np.int32)             # padding: its own
+                             for d, p in enumerate(pieces)])
     loss = (stream != ids.fim_pad) & (stream != ids.pad)
-    return sample_from_stream(stream, loss, "fim")
+    return sample_from_stream(stream, loss, "fim", doc_of)
 
 
 def invert_fim_stream(stream: np.ndarray, ids: SpecialTokenIds, decode: Decode) -> list[str]:

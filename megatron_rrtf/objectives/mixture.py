@@ -41,7 +41,9 @@ class ObjectiveMixture:
 
     def __init__(self, config: ObjectivesConfig, special_ids: SpecialTokenIds, seq_len: int,
                  encode: Encode | None = None, decode: Decode | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, per_document_prefix: bool = True) -> None:
+        """per_document_prefix: prefix-LM splits each document (data.document_attention
+        separate) or the whole sample (packed)."""
         config.validate()
         if seq_len < 1:
             raise ConfigError(f"model.seq_length={seq_len} must be >= 1")
@@ -49,6 +51,7 @@ class ObjectiveMixture:
         self.ids = special_ids
         self.seq_len = seq_len
         self.seed = seed
+        self.per_document_prefix = per_document_prefix
         self.encode = encode
         self.decode = decode
         self.cumulative = np.cumsum(config.probabilities())
@@ -76,7 +79,7 @@ class ObjectiveMixture:
             return span_sample(raw, ids, seq_len, rng, cfg.span)
         if name == "fim":
             return fim_sample(raw, ids, seq_len, rng, cfg.fim, self.encode, self.decode)
-        return prefix_lm_sample(raw, ids, seq_len, rng, cfg.prefix_lm)
+        return prefix_lm_sample(raw, ids, seq_len, rng, cfg.prefix_lm, self.per_document_prefix)
 
     def apply_batch(self, tokens: np.ndarray, epochs: Sequence[int] | np.ndarray,
                     sample_index: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
@@ -90,11 +93,12 @@ class ObjectiveMixture:
 
 
 def collate(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
-    """Stack samples: tokens, labels, loss_mask [b, s]; prefix_len, objective_id [b]."""
+    """Stack samples: tokens, labels, loss_mask, doc_ids, prefix_mask [b, s]; objective_id [b]."""
     return {
         "tokens": np.stack([s.tokens for s in samples]),                       # [b, s] int64
         "labels": np.stack([s.labels for s in samples]),                       # [b, s] int64
         "loss_mask": np.stack([s.loss_mask for s in samples]),                 # [b, s] float32
-        "prefix_len": np.array([s.prefix_len for s in samples], dtype=np.int64),            # [b]
+        "doc_ids": np.stack([s.doc_ids for s in samples]),                     # [b, s] int32
+        "prefix_mask": np.stack([s.prefix_mask for s in samples]),             # [b, s] bool
         "objective_id": np.array([OBJECTIVE_IDS[s.objective] for s in samples], dtype=np.int64),
     }

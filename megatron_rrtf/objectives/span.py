@@ -18,6 +18,10 @@ moved span in a sample ends with its `<eom>`: a sentinel is never followed by a 
 (at most a few tokens) is `<pad>`, out of the loss; documents after it are dropped. If fewer than
 7 tokens remain, that document's first tokens are kept uncorrupted (a plain causal fragment).
 
+Documents: a corrupted document's context, its EOD, `<sep>` and its moved spans form one
+document (`Sample.doc_ids`), so with separate document attention the moved spans see their own
+context and nothing of the neighbours; trailing `<pad>` is a segment of its own.
+
 Loss: on each moved span's tokens and its `<eom>` (what the model writes at inference). With
 loss_on_context also on the corrupted context and its EOD, but never on a label that is a
 sentinel, `<sep>` or `<pad>` (a left-to-right model must not learn to emit sentinels).
@@ -54,7 +58,8 @@ def span_sample(raw: np.ndarray, ids: SpecialTokenIds, seq_len: int, rng: np.ran
     budget = seq_len + 1
     tokens: list[int] = []
     roles: list[int] = []
-    for doc in split_documents(raw, ids.eod):
+    doc_of: list[int] = []   # the document of each laid-out token
+    for d, doc in enumerate(split_documents(raw, ids.eod)):
         room = budget - len(tokens)
         if room <= 0:
             break
@@ -64,6 +69,7 @@ def span_sample(raw: np.ndarray, ids: SpecialTokenIds, seq_len: int, rng: np.ran
         full_len = n + 3 * num_spans + 2 if num_spans else n + int(doc.ends_with_eod)
         if full_len <= room:
             _lay_out(doc, ratio, rng, config, ids, tokens, roles)
+            doc_of.extend([d] * (len(tokens) - len(doc_of)))
             continue
         prefix_len = _longest_fitting_prefix(n, ratio, config, room)
         if prefix_len:
@@ -74,14 +80,16 @@ def span_sample(raw: np.ndarray, ids: SpecialTokenIds, seq_len: int, rng: np.ran
                 doc.tokens[:room]
             tokens.extend(plain.tolist())
             roles.extend([CONTEXT] * len(plain))
+        doc_of.extend([d] * (len(tokens) - len(doc_of)))
         break
     pad = budget - len(tokens)
+    doc_of.extend([doc_of[-1] + 1 if doc_of else 0] * pad)               # padding: its own
     stream = np.array(tokens + [ids.pad] * pad, dtype=np.int64)          # [s+1]
     role = np.array(roles + [PADDING] * pad, dtype=np.int8)               # [s+1]
     loss = role == TARGET
     if config.loss_on_context:
         loss |= (role == CONTEXT) & ~np.isin(stream, (*ids.masks, ids.sep, ids.pad))
-    return sample_from_stream(stream, loss, "span")
+    return sample_from_stream(stream, loss, "span", np.array(doc_of))
 
 
 def span_budget(n: int, ratio: float, config: SpanConfig) -> tuple[int, int]:
