@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,10 @@ from megatron_rrtf.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 STEP_PREFIX = "step_"
+# The distributed optimizer's model-space format: every parameter's main weight and Adam moments
+# saved with the parameter's own TP sharding (gathered over DP on save, sliced on load), so its
+# checkpoints load at any DP, TP and PP layout. The other formats are DP-only or do not save.
+OPTIMIZER_FORMAT = {"distrib_optim_sharding_type": "fully_reshardable"}
 LATEST = "latest"
 
 
@@ -122,11 +127,14 @@ class CheckpointManager:
         save_model(state.model, tmp)
         model_sd = self._model_sharded(state.model)
         (tmp / "optimizer").mkdir(exist_ok=True)
-        dist_checkpointing.save(state.optimizer.sharded_state_dict(model_sd), str(tmp / "optimizer"))
+        dist_checkpointing.save(
+            state.optimizer.sharded_state_dict(model_sd, metadata=OPTIMIZER_FORMAT),
+            str(tmp / "optimizer"))
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(_rng_state(), tmp / "rng" / f"rank{_rank()}.pt")
         if _rank() == 0:
             full_meta = dict(meta, step=step, layout=_layout(),
+                             distributed_optimizer=_is_distributed(state.optimizer),
                              scheduler=state.scheduler.state_dict())
             _write_atomic(tmp / "meta.json", json.dumps(full_meta, indent=1, default=_jsonable))
             _write_atomic(tmp / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -150,11 +158,23 @@ class CheckpointManager:
         meta = json.loads(meta_path.read_text())
         load_model(state.model, step_dir)
         if load_optimizer:
+            saved, wanted = meta.get("distributed_optimizer", False), \
+                _is_distributed(state.optimizer)
+            if saved != wanted:
+                raise CheckpointError(
+                    f"{step_dir} holds {'distributed' if saved else 'plain'}-optimizer state but "
+                    f"this run has parallel.use_distributed_optimizer={str(wanted).lower()}: "
+                    f"resume with parallel.use_distributed_optimizer={str(saved).lower()} (any "
+                    "DP/TP/PP layout), or start from its weights only with "
+                    "checkpoint.init_from")
+            _prepare_distributed_optimizer_load(state.optimizer)
             model_sd = self._model_sharded(state.model)
-            opt_sd = state.optimizer.sharded_state_dict(model_sd, is_loading=True)
+            opt_sd = state.optimizer.sharded_state_dict(model_sd, is_loading=True,
+                                                        metadata=OPTIMIZER_FORMAT)
             with torch.no_grad():
                 state.optimizer.load_state_dict(
                     dist_checkpointing.load(opt_sd, str(step_dir / "optimizer")))
+            _unshare_adam_steps(state.optimizer)
             state.scheduler.load_state_dict(meta["scheduler"])
         rng_file = step_dir / "rng" / f"rank{_rank()}.pt"
         if meta.get("layout") == _layout() and rng_file.is_file():
@@ -175,6 +195,53 @@ class CheckpointManager:
         steps = sorted(p for p in self.root.glob(f"{STEP_PREFIX}*") if p.is_dir())
         for old in steps[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_distributed(optimizer) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return any(isinstance(opt, DistributedOptimizer)
+               for opt in getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _prepare_distributed_optimizer_load(optimizer) -> None:
+    """Two workarounds for megatron-core 0.16.1's distributed optimizer with torch's Adam (no
+    apex/TE FusedAdam), both checked by the resume-equals-uninterrupted tests:
+
+    * a fresh optimizer has no Adam state and its `state_dict()` asserts on the missing
+      per-parameter `step`: allocate the state with megatron's zero-gradient step (everything it
+      touches is then overwritten from the checkpoint);
+    * (after the load, `_unshare_adam_steps`) every parameter's Adam `step` is one shared tensor;
+    * the model-space loader copies every state key, `step` included, from checkpoint entries
+      that carry no `step` (KeyError): copy only the keys the checkpoint has; `step` itself is
+      restored from the saved param groups by megatron's `load_state_dict`."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not isinstance(opt, DistributedOptimizer):
+            continue
+        if not opt.optimizer.state:
+            opt._init_optimizer_states_with_dummy_values()
+        if not opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            opt._set_main_param_and_optimizer_states = MethodType(_set_saved_states, opt)
+
+
+def _unshare_adam_steps(optimizer) -> None:
+    """megatron's distributed-optimizer load gives every parameter's Adam state the *same* `step`
+    tensor; torch's Adam increments each parameter's step in place, so a shared one would advance
+    once per parameter per update and skew the bias correction from the first resumed step."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        for param_state in getattr(opt.optimizer, "state", {}).values():
+            if isinstance(param_state.get("step"), torch.Tensor):
+                param_state["step"] = param_state["step"].clone()
+
+
+def _set_saved_states(self, model_param, tensors) -> None:
+    group_index, group_order = self.model_param_group_index_map[model_param]
+    main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+    targets = {"param": main_param, **self.optimizer.state[main_param]}
+    for key, value in tensors.items():
+        targets[key].copy_(value)
 
 
 def _write_atomic(path: Path, text: str) -> None:

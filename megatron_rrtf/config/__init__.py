@@ -63,6 +63,12 @@ class RunConfig:
                 f"model.num_layers={m.num_layers} is not divisible by parallel.pipeline_parallel="
                 f"{p.pipeline_parallel} x parallel.virtual_pipeline={p.virtual_pipeline or 1}"
             )
+        if m.recompute == "full" and m.recompute_method == "block" \
+                and m.recompute_num_layers > m.num_layers // layers_per_chunk:
+            raise ConfigError(
+                f"model.recompute_num_layers={m.recompute_num_layers} exceeds the "
+                f"{m.num_layers // layers_per_chunk} layers of a pipeline chunk "
+                "(model.recompute_method=block)")
         if p.sequence_parallel and m.seq_length % p.tensor_parallel:
             raise ConfigError(f"model.seq_length={m.seq_length} must be divisible by "
                               f"parallel.tensor_parallel={p.tensor_parallel} with sequence_parallel")
@@ -75,6 +81,14 @@ class RunConfig:
                     f"(world {world_size} / (tensor {p.tensor_parallel} x pipeline "
                     f"{p.pipeline_parallel}))"
                 )
+            micro = t.global_batch_size // (t.micro_batch_size * dp)
+            if p.virtual_pipeline and micro % p.pipeline_parallel:
+                raise ConfigError(
+                    f"the interleaved pipeline (parallel.virtual_pipeline={p.virtual_pipeline}) "
+                    f"runs micro-batches in groups of parallel.pipeline_parallel="
+                    f"{p.pipeline_parallel}, but a step has {micro} (train.global_batch_size="
+                    f"{t.global_batch_size} / (train.micro_batch_size={t.micro_batch_size} x "
+                    f"data-parallel {dp})); make it a multiple of {p.pipeline_parallel}")
         return self
 
     def num_microbatches(self, world_size: int) -> int:

@@ -35,6 +35,17 @@ class ModelConfig:
     tie_embeddings: bool = False
     attention_backend: Literal["auto", "sdpa", "flash", "local"] = "auto"
     """auto: flash-attn on CUDA when installed, else PyTorch SDPA; local: megatron's unfused."""
+    spec: Literal["auto", "local", "te"] = "auto"
+    """Layer modules. te: Transformer Engine's linears and fused norm+linear (needs CUDA and the
+    `gpu` extra); local: megatron's own modules; auto: te when it imports on CUDA, else local.
+    Core attention is ours in both (attention_backend), so documents and prefixes behave alike."""
+    recompute: Literal["none", "selective", "full"] = "none"
+    """Activation recomputation: selective = core attention only (megatron's selective);
+    full = whole layers, grouped by recompute_method / recompute_num_layers."""
+    recompute_method: Literal["uniform", "block"] = "uniform"
+    """full only. uniform: checkpoint the input of every group of recompute_num_layers layers;
+    block: recompute the first recompute_num_layers layers of each pipeline chunk, keep the rest."""
+    recompute_num_layers: int = 1
 
     @property
     def kv_channels(self) -> int:
@@ -70,6 +81,8 @@ class ModelConfig:
             raise ConfigError(f"model.ffn_hidden_size={self.ffn_hidden_size} must be >= 1")
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size={self.vocab_size} must be >= 2 (or null)")
+        if self.recompute_num_layers < 1:
+            raise ConfigError(f"model.recompute_num_layers={self.recompute_num_layers} must be >= 1")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be in [0, 1)")

@@ -26,8 +26,16 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
     seed: int = 1234
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 (fp32 master weights) on CUDA, fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on CUDA, fp32 on CPU. bf16/fp16 keep fp32 main weights, optimizer state and
+    gradient accumulation (megatron's mixed precision); fp16 adds dynamic loss scaling."""
+    initial_loss_scale: float = 65536.0
+    """fp16 only: the dynamic loss scale to start from."""
+    min_loss_scale: float = 1.0
+    loss_scale_window: int = 1000
+    """fp16 only: steps without overflow before the scale doubles."""
+    hysteresis: int = 2
+    """fp16 only: overflows tolerated before the scale halves (each overflow skips its step)."""
     eval_interval: int = 0
     """Held-out evaluation every N steps (0 = off)."""
     eval_batches: int = 4
@@ -58,6 +66,12 @@ class TrainConfig:
             raise ConfigError(f"train.lr_decay_steps={self.lr_decay_steps} must be >= 1 or null")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise ConfigError("train.adam_beta1 and train.adam_beta2 must be in [0, 1)")
+        if not 0 < self.min_loss_scale <= self.initial_loss_scale:
+            raise ConfigError(f"train.min_loss_scale={self.min_loss_scale} / "
+                              f"train.initial_loss_scale={self.initial_loss_scale}: need "
+                              "0 < min_loss_scale <= initial_loss_scale")
+        if self.loss_scale_window < 1 or self.hysteresis < 1:
+            raise ConfigError("train.loss_scale_window and train.hysteresis must be >= 1")
         if self.weight_decay < 0 or self.clip_grad < 0:
             raise ConfigError("train.weight_decay and train.clip_grad must be >= 0 (0 = off)")
 

@@ -13,25 +13,57 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_decoder_block_spec,
+    get_gpt_layer_local_spec,
+)
 from megatron.core.transformer import TransformerConfig
-from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import (
+    TransformerBlockSubmodules,
+    get_num_layers_to_build,
+)
 
 from megatron_rrtf.config import ModelConfig, ParallelConfig, RunConfig
+from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.model import recompute
 from megatron_rrtf.model.attention import choose_core_attention
+from megatron_rrtf.model.norms import SequenceParallelNorm
 
 
 def resolve_dtype(precision: str) -> torch.dtype:
     """`auto` -> bf16 on CUDA, fp32 on CPU."""
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _transformer_engine_imports() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_spec(model: ModelConfig) -> str:
+    """`model.spec` -> "te" or "local"; asking for te where it cannot run is a ConfigError."""
+    if model.spec == "local":
+        return "local"
+    usable = torch.cuda.is_available() and _transformer_engine_imports()
+    if model.spec == "te" and not usable:
+        raise ConfigError(
+            "model.spec=te needs CUDA and Transformer Engine (pip install 'megatron-rrtf[gpu]'); "
+            f"here CUDA is {'present' if torch.cuda.is_available() else 'absent'} and "
+            f"transformer_engine {'imports' if _transformer_engine_imports() else 'does not import'}"
+            "; use model.spec=auto or local")
+    return "te" if usable else "local"
 
 
 def transformer_config(model: ModelConfig, parallel: ParallelConfig,
                        precision: str = "auto") -> TransformerConfig:
     dtype = resolve_dtype(precision)
     on_cpu = not torch.cuda.is_available()
+    full = model.recompute == "full"
     family = dict(
         starcoder=dict(normalization="LayerNorm", add_bias_linear=True, gated_linear_unit=False,
                        activation_func=partial(F.gelu, approximate="tanh")),
@@ -56,7 +88,16 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig,
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
         use_cpu_initialization=on_cpu,
+        recompute_granularity=None if model.recompute == "none" else model.recompute,
+        recompute_method=model.recompute_method if full else None,
+        recompute_num_layers=model.recompute_num_layers if full else None,
+        tp_comm_overlap=parallel.tp_comm_overlap,
+        # gloo matches a batch of isend/irecv between two ranks by order, not by role: in the
+        # interleaved schedule an activation and a same-shaped gradient can trade places
+        # (measured: losses off by 5e-4 from the third micro-batch). Separate calls on CPU.
+        batch_p2p_comm=not on_cpu,
         # Fusions need apex / TransformerEngine / CUDA kernels; the plain paths are exact.
         bias_activation_fusion=False,
         bias_dropout_fusion=False,
@@ -69,15 +110,30 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig,
     )
 
 
-def layer_spec(model: ModelConfig) -> ModuleSpec:
-    """megatron's local layer spec with the core-attention slot filled by device."""
-    spec = get_gpt_layer_local_spec(
-        normalization="RMSNorm" if model.family == "rope" else "LayerNorm")
+def block_spec(model: ModelConfig, tconfig: TransformerConfig,
+               vp_stage: int | None = None) -> TransformerBlockSubmodules:
+    """The layers of this rank's pipeline chunk and the final norm.
+
+    local: megatron's local layer spec with norms that support sequence parallelism
+    (model.norms); te: megatron's Transformer Engine spec (fused norm + linear). In both the
+    core-attention slot holds ours (model.attention), chosen by device."""
+    normalization = "RMSNorm" if model.family == "rope" else "LayerNorm"
     core = choose_core_attention(model.attention_backend)
+    if resolve_spec(model) == "te":
+        spec = get_gpt_decoder_block_spec(tconfig, use_transformer_engine=True,
+                                          normalization=normalization, vp_stage=vp_stage)
+        layers = [copy.deepcopy(layer) for layer in spec.layer_specs]
+        if core is not None:
+            for layer in layers:
+                layer.submodules.self_attention.submodules.core_attention = core
+        return TransformerBlockSubmodules(layer_specs=layers, layer_norm=spec.layer_norm)
+    layer = copy.deepcopy(get_gpt_layer_local_spec(normalization=normalization))
+    layer.submodules.input_layernorm = SequenceParallelNorm
+    layer.submodules.pre_mlp_layernorm = SequenceParallelNorm
     if core is not None:
-        spec = copy.deepcopy(spec)
-        spec.submodules.self_attention.submodules.core_attention = core
-    return spec
+        layer.submodules.self_attention.submodules.core_attention = core
+    count = get_num_layers_to_build(tconfig, vp_stage=vp_stage)
+    return TransformerBlockSubmodules(layer_specs=[layer] * count, layer_norm=SequenceParallelNorm)
 
 
 class PositionedGPTModel(GPTModel):
@@ -99,13 +155,30 @@ class PositionedGPTModel(GPTModel):
 
 
 def build_gpt_model(config: RunConfig, vocab_size: int, pre_process: bool = True,
-                    post_process: bool = True, vp_stage: int | None = None) -> GPTModel:
-    """The GPTModel for this rank's pipeline stage; `vocab_size` is the padded vocabulary."""
+                    post_process: bool = True, vp_stage: int | None = None,
+                    on_meta: bool = False) -> GPTModel:
+    """The GPTModel for this rank's pipeline stage; `vocab_size` is the padded vocabulary.
+
+    on_meta: parameters on the meta device, uninitialised (CPU only): any size builds in
+    seconds, for checking that a layout builds and counting what each rank holds."""
+    if on_meta:
+        from megatron_rrtf.parallel import cpu_compat
+
+        with cpu_compat.allocate_on_meta():
+            return _build(config, vocab_size, pre_process, post_process, vp_stage, on_meta=True)
+    return _build(config, vocab_size, pre_process, post_process, vp_stage)
+
+
+def _build(config: RunConfig, vocab_size: int, pre_process: bool, post_process: bool,
+           vp_stage: int | None, on_meta: bool = False) -> GPTModel:
     m = config.model
     tconfig = transformer_config(m, config.parallel, config.train.precision)
-    return PositionedGPTModel(
+    if on_meta:
+        tconfig.use_cpu_initialization = False    # (the CPU path allocates on CPU explicitly)
+        tconfig.perform_initialization = False
+    model = PositionedGPTModel(
         config=tconfig,
-        transformer_layer_spec=layer_spec(m),
+        transformer_layer_spec=block_spec(m, tconfig, vp_stage),
         vocab_size=vocab_size,
         max_sequence_length=m.seq_length,
         pre_process=pre_process,
@@ -116,3 +189,5 @@ def build_gpt_model(config: RunConfig, vocab_size: int, pre_process: bool = True
         rotary_base=int(m.rotary_base),
         vp_stage=vp_stage,
     )
+    recompute.install(model)
+    return model

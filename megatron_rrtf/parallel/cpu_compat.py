@@ -11,6 +11,8 @@ machine every one of these redirections would silently move work off the GPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -18,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 log = logging.getLogger(__name__)
 
 _ACTIVE: _CudaToCpuMode | None = None
+_TARGET = "cpu"   # where redirected CUDA allocations go: "cpu", or "meta" inside allocate_on_meta
 
 
 def _is_cuda_device(device: object) -> bool:
@@ -41,9 +44,9 @@ class _CudaToCpuMode(TorchFunctionMode):
             name = func(*args)
             return name.replace("torch.", "torch.cuda.", 1)
         if "device" in kwargs and _is_cuda_device(kwargs["device"]):
-            kwargs["device"] = "cpu"
+            kwargs["device"] = _TARGET
         if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
-            args = (args[0], "cpu", *args[2:])
+            args = (args[0], _TARGET, *args[2:])
         return func(*args, **kwargs)
 
 
@@ -63,7 +66,7 @@ def enable() -> None:
         return
     from megatron.core.tensor_parallel import random as mp_random
 
-    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.current_device = lambda: _TARGET
     torch.cuda.synchronize = lambda device=None: None
     torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
     torch.cuda.set_rng_state = lambda state, device="cuda": torch.set_rng_state(state)
@@ -82,6 +85,22 @@ def enable() -> None:
     _ACTIVE = _CudaToCpuMode()
     _ACTIVE.__enter__()
     log.debug("megatron-core CPU compatibility mode enabled")
+
+
+@contextmanager
+def allocate_on_meta() -> Iterator[None]:
+    """Inside, tensors megatron allocates "on CUDA" and tensors made without a device land on
+    the meta device: shapes and dtypes without memory, to build a 16B-parameter model and
+    count or inspect it on a laptop. Needs the compatibility mode (no CUDA)."""
+    global _TARGET
+    if _ACTIVE is None:
+        raise RuntimeError("allocate_on_meta() needs the CPU compatibility mode (cpu_compat.enable)")
+    previous, _TARGET = _TARGET, "meta"
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        _TARGET = previous
 
 
 def enable_if_no_cuda() -> bool:

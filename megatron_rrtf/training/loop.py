@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
+from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_rrtf.checkpoint.manager import CheckpointManager
@@ -89,8 +90,9 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _world_sum(values: list[float], contribute: bool) -> list[float]:
-    t = torch.tensor(values if contribute else [0.0] * len(values), dtype=torch.float64)
+def _world_sum(values: list[float]) -> list[float]:
+    """Sum a vector over every rank in one collective (float64, on the device NCCL needs)."""
+    t = torch.tensor(values, dtype=torch.float64)
     if torch.cuda.is_available():
         t = t.cuda()
     if dist.is_initialized():
@@ -108,16 +110,50 @@ def _is_data_reporter() -> bool:
             and parallel_state.get_tensor_model_parallel_rank() == 0)
 
 
-def _grads_finite(model: list[torch.nn.Module]) -> bool:
-    bad = 0.0
-    for chunk in model:
-        for p in chunk.parameters():
-            g = getattr(p, "main_grad", None)
-            g = p.grad if g is None else g
-            if g is not None and not torch.isfinite(g).all():
-                bad = 1.0
-                break
-    return _world_sum([bad], True)[0] == 0.0
+def _stat_sums(reports: list[dict], names: list[str]) -> list[float]:
+    """[sum, count] per stat name over this rank's micro-batch reports, flattened."""
+    local = [0.0] * (2 * len(names))
+    for report in reports:
+        for i, name in enumerate(names):
+            if name in report:
+                s, c = report[name].double().tolist()
+                local[2 * i] += s
+                local[2 * i + 1] += c
+    return local
+
+
+def _stat_means(totals: list[float], names: list[str]) -> dict[str, float | None]:
+    return {name: (totals[2 * i] / totals[2 * i + 1] if totals[2 * i + 1] else None)
+            for i, name in enumerate(names)}
+
+
+def _sub_optimizers(optimizer) -> list:
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def optimizer_step(optimizer, clip_grad: float, before_update: Callable[[], None]
+                   ) -> tuple[bool, float | None, bool]:
+    """megatron's optimizer step, split so that a non-finite step changes nothing.
+
+    Non-finite gradients are found by megatron itself, once per step: fp16's loss scaler checks
+    for inf/NaN while unscaling (and lowers the scale), and the global gradient norm — one
+    reduction, which megatron computes anyway for clipping — is NaN/Inf when any gradient is.
+    `before_update` (the LR schedule) runs only when the update happens. Returns (updated,
+    grad_norm, overflow), overflow meaning the fp16 loss scaler found inf/NaN."""
+    if optimizer.prepare_grads():                  # fp16 overflow: skipped, scale lowered
+        return False, None, True
+    grad_norm = optimizer.get_grad_norm()
+    if not math.isfinite(grad_norm):
+        return False, grad_norm, False
+    if clip_grad > 0:
+        for opt in _sub_optimizers(optimizer):
+            params = opt.get_parameters()
+            if params:
+                clip_grad_by_total_norm_fp32(
+                    params, clip_grad, grad_norm,
+                    opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
+    before_update()
+    return bool(optimizer.step_with_ready_grads()), grad_norm, False
 
 
 class Trainer:
@@ -134,6 +170,9 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.skipped_steps = 0
         self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.stop = _StopFlag()
+        self.stop_requested = False
+        self.scaled = config.train.precision == "fp16"
 
     # ---- checkpoints -------------------------------------------------------------------
     def maybe_resume(self) -> None:
@@ -177,18 +216,21 @@ class Trainer:
             micro_batch_size=self.spec.micro_batch_rows or self.config.train.micro_batch_size,
             forward_only=forward_only)
 
-    def _reduce_stats(self, reports: list[dict]) -> dict[str, float]:
+    def _reduce_stats(self, reports: list[dict]) -> dict[str, float | None]:
         names = self.spec.stat_names
-        local = [0.0] * (2 * len(names))
-        for report in reports:
-            for i, name in enumerate(names):
-                if name in report:
-                    s, c = report[name].double().tolist()
-                    local[2 * i] += s
-                    local[2 * i + 1] += c
-        total = _world_sum(local, _is_loss_reporter())
-        return {name: (total[2 * i] / total[2 * i + 1] if total[2 * i + 1] else None)
-                for i, name in enumerate(names)}
+        local = _stat_sums(reports, names) if _is_loss_reporter() else [0.0] * (2 * len(names))
+        return _stat_means(_world_sum(local), names)
+
+    def _reduce_step(self, reports: list[dict], counters: dict[str, float]
+                     ) -> tuple[dict[str, float | None], list[float]]:
+        """The step's loss statistics (last pipeline stage), data counters (first stage) and
+        the stop flag (any rank), summed over the world in one collective."""
+        names, counter_names = self.spec.stat_names, self.spec.counter_names
+        stats = _stat_sums(reports, names) if _is_loss_reporter() else [0.0] * (2 * len(names))
+        counted = [counters.get(n, 0.0) if _is_data_reporter() else 0.0 for n in counter_names]
+        total = _world_sum(stats + counted + [1.0 if self.stop.signum else 0.0])
+        self.stop_requested = total[-1] > 0
+        return _stat_means(total[:len(stats)], names), total[len(stats):-1]
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -198,22 +240,23 @@ class Trainer:
             chunk.zero_grad_buffer()
         self.state.optimizer.zero_grad()
         reports = self._forward_backward(batches, forward_only=False)
-        stats = self._reduce_stats(reports)
-        counters = self.spec.source.counters(batches)
+        stats, counted = self._reduce_step(reports, self.spec.source.counters(batches))
         names = self.spec.counter_names
-        counted = _world_sum([counters.get(n, 0.0) for n in names], _is_data_reporter())
-        finite = stats["loss"] is not None and math.isfinite(stats["loss"]) and \
-            _grads_finite(self.state.model)
-        grad_norm = None
-        if finite:
-            # Advance the schedule first, so step k uses lr(k): the first warm-up step trains
-            # with max_lr / warmup_steps rather than 0.
-            self.state.scheduler.step(increment=1)
-            ok, grad_norm, _ = self.state.optimizer.step()
-            finite = bool(ok) and (grad_norm is None or math.isfinite(grad_norm))
+        # Advance the schedule before the update, so step k uses lr(k): the first warm-up step
+        # trains with max_lr / warmup_steps rather than 0. A skipped step does not advance it.
+        updated, grad_norm, overflow = optimizer_step(
+            self.state.optimizer, self.config.train.clip_grad,
+            before_update=lambda: self.state.scheduler.step(increment=1))
+        finite = updated and stats["loss"] is not None and math.isfinite(stats["loss"])
+        loss_scale = float(self.state.optimizer.get_loss_scale()) if self.scaled else None
         self.step += 1
         if finite:
             self.nonfinite_in_a_row = 0
+        elif overflow and loss_scale > self.config.train.min_loss_scale:
+            # fp16's dynamic loss scaling at work: the scaler lowered the scale; not a failure
+            self.skipped_steps += 1
+            log.info("step %d: fp16 gradient overflow; update skipped, loss scale now %g",
+                     self.step, loss_scale)
         else:
             self.nonfinite_in_a_row += 1
             self.skipped_steps += 1
@@ -233,6 +276,7 @@ class Trainer:
                       lr=self.state.optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
                       skipped=not finite, step_time_s=dt, tokens_per_s=tokens / dt,
                       tflops=tflops, mfu=(tflops / (peak * self.world)) if peak else None,
+                      loss_scale=loss_scale,
                       consumed_tokens=self.consumed_tokens,
                       **{f"consumed_{n}": v for n, v in self.consumed_by_counter.items()})
         if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_steps:
@@ -258,7 +302,7 @@ class Trainer:
         self.maybe_resume()
         total = cfg.train.train_steps
         metrics = MetricsLogger(cfg, total, self.step, enabled=self.rank == 0)
-        stop = _StopFlag()
+        stop = self.stop
         stop.install()
         status, t_start, start_step, last_saved = "completed", time.time(), self.step, None
         try:
@@ -271,7 +315,7 @@ class Trainer:
                 interval = cfg.checkpoint.save_interval
                 if interval and self.step % interval == 0:
                     last_saved = self.save()
-                if _world_sum([1.0 if stop.signum else 0.0], True)[0] > 0:
+                if self.stop_requested:
                     status = "interrupted"
                     if cfg.checkpoint.save_on_signal and last_saved != self._step_path():
                         last_saved = self.save()
