@@ -30,15 +30,15 @@ SHAPES = {"tiny": (2, 128, 4, 4), "100m": (12, 768, 12, 1)}
 """name -> (layers, hidden, heads, micro batch)."""
 
 
-def packed_doc_ids(batch: int, seed: int = 0) -> np.ndarray:
-    """[b, SEQ] document ids: lognormal document lengths (median ~250 tokens), cut at SEQ."""
+def packed_doc_ids(batch: int, seed: int = 0, seq: int = SEQ) -> np.ndarray:
+    """[b, seq] document ids: lognormal document lengths (median ~250 tokens), cut at seq."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(batch):
         lengths = []
-        while sum(lengths) < SEQ:
+        while sum(lengths) < seq:
             lengths.append(max(1, int(rng.lognormal(np.log(250), 1.0))))
-        rows.append(np.repeat(np.arange(len(lengths)), lengths)[:SEQ])
+        rows.append(np.repeat(np.arange(len(lengths)), lengths)[:seq])
     return np.stack(rows).astype(np.int32)
 
 

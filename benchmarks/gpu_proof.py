@@ -83,16 +83,10 @@ def _guarded(rows: list[str], check: str, fn, *args) -> None:
 
 
 def document_ids(batch: int, seq: int, seed: int = 0) -> np.ndarray:
-    """[b, seq] document ids of lognormal lengths (median ~250 tokens), cut at seq: the packing
-    of bench_document_attention.packed_doc_ids at any sequence length."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(batch):
-        lengths = []
-        while sum(lengths) < seq:
-            lengths.append(max(1, int(rng.lognormal(np.log(250), 1.0))))
-        rows.append(np.repeat(np.arange(len(lengths)), lengths)[:seq])
-    return np.stack(rows).astype(np.int32)
+    """[b, seq] document ids of lognormal lengths (median ~250 tokens), cut at seq."""
+    from bench_document_attention import packed_doc_ids
+
+    return packed_doc_ids(batch, seed, seq)
 
 
 def document_prefixes(doc_ids: np.ndarray, fraction: float) -> np.ndarray:
