@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "preprocess": "mrrtf.commands.preprocess_cmd",
     "data": "mrrtf.commands.data_cmd",
     "pretrain": "mrrtf.commands.pretrain",
+    "launch": "mrrtf.commands.launch",
     "plan": "mrrtf.commands.plan",
     "export": "mrrtf.commands.export",
     "import": "mrrtf.commands.import_cmd",

@@ -104,10 +104,18 @@ class CheckpointManager:
         self.keep_last = keep_last
 
     def latest(self) -> Path | None:
-        pointer = self.root / LATEST
-        if not pointer.is_file():
-            return None
-        return self.root / pointer.read_text().strip()
+        """The step directory `latest` names, as rank 0 reads it (a collective call under
+        torch.distributed): every rank resumes from the same step even where one node's view of
+        the shared filesystem lags behind another's."""
+        name = None
+        if _rank() == 0:
+            pointer = self.root / LATEST
+            name = pointer.read_text().strip() if pointer.is_file() else None
+        if dist.is_initialized():
+            shared = [name]
+            dist.broadcast_object_list(shared, src=0)
+            name = shared[0]
+        return None if name is None else self.root / name
 
     def clean_partial(self) -> None:
         """Remove `.tmp_step_*` left by a run killed while saving (rank 0)."""

@@ -40,8 +40,11 @@ def training_run(config: RunConfig) -> Iterator:
 
 
 def write_run_config(config: RunConfig) -> None:
-    """RUN/config.yaml (rank 0 only)."""
+    """RUN/ and RUN/config.yaml, written by rank 0 while every other rank waits (a collective
+    call under torch.distributed): on return, every rank on every node finds both."""
     if not dist.is_initialized() or dist.get_rank() == 0:
         run_dir = Path(config.logging.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if dist.is_initialized():
+        dist.barrier()

@@ -339,6 +339,8 @@ class Trainer:
                        checkpoint=str(last_saved) if last_saved else None)
         if self.rank == 0:
             Path(cfg.logging.run_dir, "summary.json").write_text(json.dumps(summary, indent=1))
+        if dist.is_initialized():  # no rank exits before the summary exists: a job script reads
+            dist.barrier()         # it once every node's processes are gone (docs/cluster.md)
         return summary
 
     def _step_path(self) -> Path:

@@ -1,0 +1,1 @@
+"""Launching runs on a cluster scheduler: job scripts rendered from typed options (Slurm)."""
