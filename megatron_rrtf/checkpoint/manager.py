@@ -126,6 +126,7 @@ class CheckpointManager:
         _barrier()
 
     def save(self, step: int, state, meta: dict[str, Any], config: RunConfig) -> Path:
+        _revive_checkpoint_writer()
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp_{step_dir_name(step)}"
         if _rank() == 0:
@@ -203,6 +204,25 @@ class CheckpointManager:
         steps = sorted(p for p in self.root.glob(f"{STEP_PREFIX}*") if p.is_dir())
         for old in steps[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _revive_checkpoint_writer() -> None:
+    """megatron's `torch_dist` writer collects its results through a queue served by a
+    `multiprocessing` Manager process, started at the first save and reused. A signal sent to
+    every process of a job (`scancel`, a pre-emption) kills that process too, and the save the
+    signal asked for would then fail (BrokenPipeError): drop the dead queue so the save starts a
+    new one."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    queue = filesystem_async._results_queue
+    if queue is None:
+        return
+    try:
+        queue.qsize()
+    except (OSError, EOFError):     # BrokenPipeError, ConnectionRefusedError, ...
+        log.warning("the checkpoint writer's helper process is gone (a signal to the whole "
+                    "job?); starting a new one")
+        filesystem_async._results_queue = None
 
 
 def _is_distributed(optimizer) -> bool:

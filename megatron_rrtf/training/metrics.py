@@ -47,8 +47,8 @@ class MetricsLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._wandb is not None:
-            self._wandb.log({k: v for k, v in record.items() if v is not None},
-                            step=record["step"])
+            self._call_wandb("log", {k: v for k, v in record.items() if v is not None},
+                             step=record["step"])
         if self._bar is not None and record.get("kind") == "train":
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
@@ -58,7 +58,19 @@ class MetricsLogger:
         if self._bar is not None:
             self._bar.close()
         if self._wandb is not None:
-            self._wandb.finish()
+            self._call_wandb("finish")
+
+    def _call_wandb(self, method: str, *args, **kwargs) -> None:
+        """wandb runs in a service process of its own. A signal sent to every process of a job
+        (`scancel`, a pre-emption) can kill it while training goes on to save its checkpoint: a
+        failed wandb call then stops wandb for the rest of the run, with a warning, instead of
+        the run. metrics.jsonl (written first) stays complete."""
+        try:
+            getattr(self._wandb, method)(*args, **kwargs)
+        except Exception as exc:  # any failure of the side channel
+            log.warning("wandb stopped working (%s: %s); metrics continue in %s only",
+                        type(exc).__name__, exc, self.path)
+            self._wandb = None
 
 
 def _start_wandb(config: RunConfig):
