@@ -48,12 +48,7 @@ def main() -> int:
             ranks = run_distributed(measure_step, world, run, ["configs/tiny.yaml"],
                                     BASE + extra, SEQ, VOCAB)
         cfg = load_config("configs/tiny.yaml", [f"model.seq_length={SEQ}", *BASE, *extra])
-        p = cfg.parallel
-        layout = Layout(p.tensor_parallel, p.pipeline_parallel,
-                        world // (p.tensor_parallel * p.pipeline_parallel), p.virtual_pipeline,
-                        cfg.train.micro_batch_size, p.sequence_parallel, cfg.model.recompute,
-                        p.use_distributed_optimizer)
-        e = estimate(cfg.model, ranks[0]["padded_vocab"], layout, "fp32",
+        e = estimate(cfg.model, ranks[0]["padded_vocab"], Layout.of(cfg, world), "fp32",
                      ranks[0]["microbatches"])
         keys = ("weights", "gradients", "optimizer", "activations")
         measured = max(ranks, key=lambda r: sum(r[k] for k in keys))

@@ -133,6 +133,8 @@ def optimizer_bytes(state) -> dict:
     that are not (views of) the model's parameters; each storage counted once."""
     import torch
 
+    from megatron_rrtf.training.setup import sub_optimizers
+
     model_storages = {p.untyped_storage().data_ptr() for chunk in state.model
                       for p in chunk.parameters()}
     seen: set[int] = set()
@@ -145,7 +147,7 @@ def optimizer_bytes(state) -> dict:
         seen.add(storage.data_ptr())
         out[key] += storage.nbytes()
 
-    for opt in getattr(state.optimizer, "chained_optimizers", [state.optimizer]):
+    for opt in sub_optimizers(state.optimizer):
         inner = opt.optimizer
         for group in inner.param_groups:
             for p in group["params"]:
@@ -169,7 +171,7 @@ def optimizer_worker(distributed: bool, precision: str) -> dict:
 
     from megatron_rrtf.parallel.init import process_groups
     from megatron_rrtf.training.loop import LoopSpec, Trainer
-    from megatron_rrtf.training.setup import build_model_state
+    from megatron_rrtf.training.setup import build_model_state, sub_optimizers
     from pretrain.forward import STAT_NAMES, make_forward_step
 
     with tempfile.TemporaryDirectory() as run_dir:
@@ -189,8 +191,7 @@ def optimizer_worker(distributed: bool, precision: str) -> dict:
                 dp=parallel_state.get_data_parallel_world_size(), loss=record["loss"],
                 skipped=bool(record["skipped"]),
                 optimizer=type(state.optimizer).__name__ + "/" + ",".join(
-                    type(o).__name__ for o in getattr(state.optimizer, "chained_optimizers",
-                                                      [state.optimizer])))
+                    type(o).__name__ for o in sub_optimizers(state.optimizer)))
             return counted
 
 

@@ -13,7 +13,7 @@ from megatron_rrtf.checkpoint.model_io import unwrap
 from megatron_rrtf.config import load_config
 from megatron_rrtf.parallel.init import process_groups
 from megatron_rrtf.training.loop import LoopSpec, Trainer
-from megatron_rrtf.training.setup import build_model_state
+from megatron_rrtf.training.setup import build_model_state, sub_optimizers
 from pretrain.forward import STAT_NAMES, make_forward_step
 
 
@@ -58,7 +58,7 @@ class _Held:
 
 def _optimizer_bytes(optimizer, model_storages: set[int]) -> int:
     total = 0
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for opt in sub_optimizers(optimizer):
         for param_state in opt.optimizer.state.values():
             total += sum(v.untyped_storage().nbytes() for k, v in param_state.items()
                          if isinstance(v, torch.Tensor) and k != "step")

@@ -24,14 +24,6 @@ UNLAID = ["parallel.tensor_parallel=1", "parallel.pipeline_parallel=1",
           "parallel.virtual_pipeline=null"]
 
 
-def _layout_of(cfg, gpus: int) -> Layout:
-    p = cfg.parallel
-    dp = gpus // (p.tensor_parallel * p.pipeline_parallel)
-    return Layout(p.tensor_parallel, p.pipeline_parallel, dp, p.virtual_pipeline,
-                  cfg.train.micro_batch_size, p.sequence_parallel, cfg.model.recompute,
-                  p.use_distributed_optimizer)
-
-
 def _best(preset: str, gpus: int) -> Layout:
     cfg = load_config(f"configs/{preset}.yaml", UNLAID)
     fits, _ = plan(cfg, cfg.model.padded_vocab_size(cfg.model.vocab_size), gpus, GPU_MEMORY,
@@ -42,9 +34,9 @@ def _best(preset: str, gpus: int) -> Layout:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_carry_the_planners_layout_for_one_node_and_for_eight(preset):
     one_node = load_config(f"configs/{preset}.yaml")
-    assert _layout_of(one_node, NODE_GPUS) == _best(preset, NODE_GPUS)
+    assert Layout.of(one_node, NODE_GPUS) == _best(preset, NODE_GPUS)
     multi = load_config([f"configs/{preset}.yaml", f"configs/layouts/{preset}_64gpus.yaml"])
-    assert _layout_of(multi, NODE_GPUS * NODES) == _best(preset, NODE_GPUS * NODES)
+    assert Layout.of(multi, NODE_GPUS * NODES) == _best(preset, NODE_GPUS * NODES)
 
 
 def test_predicted_memory_matches_a_measured_training_step_within_25_percent(tmp_path):
@@ -55,7 +47,7 @@ def test_predicted_memory_matches_a_measured_training_step_within_25_percent(tmp
     measured = memory_probe.measure_step(str(tmp_path), ["configs/tiny.yaml"], overrides,
                                          seq=512, vocab=4000)
     cfg = load_config("configs/tiny.yaml", ["model.seq_length=512", *overrides])
-    predicted = estimate(cfg.model, measured["padded_vocab"], _layout_of(cfg, 1), "fp32",
+    predicted = estimate(cfg.model, measured["padded_vocab"], Layout.of(cfg, 1), "fp32",
                          measured["microbatches"])
     assert predicted.parameters == measured["parameters"]
     assert predicted.optimizer == measured["optimizer"]      # Adam moments, fp32: 8 B/param

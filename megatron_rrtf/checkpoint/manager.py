@@ -33,6 +33,7 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron_rrtf.checkpoint.model_io import load_model, save_model, unwrap
 from megatron_rrtf.config import RunConfig
 from megatron_rrtf.errors import CheckpointError
+from megatron_rrtf.training.setup import sub_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -228,24 +229,23 @@ def _revive_checkpoint_writer() -> None:
 def _is_distributed(optimizer) -> bool:
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
-    return any(isinstance(opt, DistributedOptimizer)
-               for opt in getattr(optimizer, "chained_optimizers", [optimizer]))
+    return any(isinstance(opt, DistributedOptimizer) for opt in sub_optimizers(optimizer))
 
 
 def _prepare_distributed_optimizer_load(optimizer) -> None:
-    """Two workarounds for megatron-core 0.16.1's distributed optimizer with torch's Adam (no
-    apex/TE FusedAdam), both checked by the resume-equals-uninterrupted tests:
+    """Before loading: two of the three workarounds for megatron-core 0.16.1's distributed
+    optimizer with torch's Adam (no apex/TE FusedAdam; the third, after the load, is
+    `_unshare_adam_steps`), all checked by the resume-equals-uninterrupted tests:
 
     * a fresh optimizer has no Adam state and its `state_dict()` asserts on the missing
       per-parameter `step`: allocate the state with megatron's zero-gradient step (everything it
       touches is then overwritten from the checkpoint);
-    * (after the load, `_unshare_adam_steps`) every parameter's Adam `step` is one shared tensor;
     * the model-space loader copies every state key, `step` included, from checkpoint entries
       that carry no `step` (KeyError): copy only the keys the checkpoint has; `step` itself is
       restored from the saved param groups by megatron's `load_state_dict`."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for opt in sub_optimizers(optimizer):
         if not isinstance(opt, DistributedOptimizer):
             continue
         if not opt.optimizer.state:
@@ -258,7 +258,7 @@ def _unshare_adam_steps(optimizer) -> None:
     """megatron's distributed-optimizer load gives every parameter's Adam state the *same* `step`
     tensor; torch's Adam increments each parameter's step in place, so a shared one would advance
     once per parameter per update and skew the bias correction from the first resumed step."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for opt in sub_optimizers(optimizer):
         for param_state in getattr(opt.optimizer, "state", {}).values():
             if isinstance(param_state.get("step"), torch.Tensor):
                 param_state["step"] = param_state["step"].clone()

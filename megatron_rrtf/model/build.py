@@ -49,12 +49,13 @@ def resolve_spec(model: ModelConfig) -> str:
     """`model.spec` -> "te" or "local"; asking for te where it cannot run is a ConfigError."""
     if model.spec == "local":
         return "local"
-    usable = torch.cuda.is_available() and _transformer_engine_imports()
+    cuda, te = torch.cuda.is_available(), _transformer_engine_imports()
+    usable = cuda and te
     if model.spec == "te" and not usable:
         raise ConfigError(
             "model.spec=te needs CUDA and Transformer Engine (pip install 'megatron-rrtf[gpu]'); "
-            f"here CUDA is {'present' if torch.cuda.is_available() else 'absent'} and "
-            f"transformer_engine {'imports' if _transformer_engine_imports() else 'does not import'}"
+            f"here CUDA is {'present' if cuda else 'absent'} and "
+            f"transformer_engine {'imports' if te else 'does not import'}"
             "; use model.spec=auto or local")
     return "te" if usable else "local"
 
@@ -122,18 +123,17 @@ def block_spec(model: ModelConfig, tconfig: TransformerConfig,
     if resolve_spec(model) == "te":
         spec = get_gpt_decoder_block_spec(tconfig, use_transformer_engine=True,
                                           normalization=normalization, vp_stage=vp_stage)
-        layers = [copy.deepcopy(layer) for layer in spec.layer_specs]
-        if core is not None:
-            for layer in layers:
-                layer.submodules.self_attention.submodules.core_attention = core
-        return TransformerBlockSubmodules(layer_specs=layers, layer_norm=spec.layer_norm)
-    layer = copy.deepcopy(get_gpt_layer_local_spec(normalization=normalization))
-    layer.submodules.input_layernorm = SequenceParallelNorm
-    layer.submodules.pre_mlp_layernorm = SequenceParallelNorm
+        layers, final_norm = [copy.deepcopy(layer) for layer in spec.layer_specs], spec.layer_norm
+    else:
+        layer = copy.deepcopy(get_gpt_layer_local_spec(normalization=normalization))
+        layer.submodules.input_layernorm = SequenceParallelNorm
+        layer.submodules.pre_mlp_layernorm = SequenceParallelNorm
+        layers = [layer] * get_num_layers_to_build(tconfig, vp_stage=vp_stage)
+        final_norm = SequenceParallelNorm
     if core is not None:
-        layer.submodules.self_attention.submodules.core_attention = core
-    count = get_num_layers_to_build(tconfig, vp_stage=vp_stage)
-    return TransformerBlockSubmodules(layer_specs=[layer] * count, layer_norm=SequenceParallelNorm)
+        for layer in layers:
+            layer.submodules.self_attention.submodules.core_attention = core
+    return TransformerBlockSubmodules(layer_specs=layers, layer_norm=final_norm)
 
 
 class PositionedGPTModel(GPTModel):

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megatron_rrtf.config import ModelConfig
+from megatron_rrtf.config import ModelConfig, RunConfig
 
 GiB = 2 ** 30
 
@@ -52,6 +52,14 @@ class Layout:
     sequence_parallel: bool = False
     recompute: str = "none"                 # none | selective | full
     distributed_optimizer: bool = False
+
+    @classmethod
+    def of(cls, config: RunConfig, gpus: int) -> Layout:
+        """The layout `config` selects on `gpus` GPUs (the inverse of `mrrtf plan`'s overrides)."""
+        p = config.parallel
+        return cls(p.tensor_parallel, p.pipeline_parallel, p.data_parallel(gpus),
+                   p.virtual_pipeline, config.train.micro_batch_size, p.sequence_parallel,
+                   config.model.recompute, p.use_distributed_optimizer)
 
     @property
     def gpus(self) -> int:

@@ -30,7 +30,7 @@ from megatron_rrtf.config import RunConfig
 from megatron_rrtf.errors import MrrtfError
 from megatron_rrtf.training.flops import peak_tflops
 from megatron_rrtf.training.metrics import MetricsLogger
-from megatron_rrtf.training.setup import ModelState
+from megatron_rrtf.training.setup import ModelState, sub_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,6 @@ def _stat_means(totals: list[float], names: list[str]) -> dict[str, float | None
             for i, name in enumerate(names)}
 
 
-def _sub_optimizers(optimizer) -> list:
-    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
-
-
 def optimizer_step(optimizer, clip_grad: float, before_update: Callable[[], None]
                    ) -> tuple[bool, float | None, bool]:
     """megatron's optimizer step, split so that a non-finite step changes nothing.
@@ -146,7 +142,7 @@ def optimizer_step(optimizer, clip_grad: float, before_update: Callable[[], None
     if not math.isfinite(grad_norm):
         return False, grad_norm, False
     if clip_grad > 0:
-        for opt in _sub_optimizers(optimizer):
+        for opt in sub_optimizers(optimizer):
             params = opt.get_parameters()
             if params:
                 clip_grad_by_total_norm_fp32(
@@ -216,21 +212,25 @@ class Trainer:
             micro_batch_size=self.spec.micro_batch_rows or self.config.train.micro_batch_size,
             forward_only=forward_only)
 
-    def _reduce_stats(self, reports: list[dict]) -> dict[str, float | None]:
+    def _local_stats(self, reports: list[dict]) -> list[float]:
+        """This rank's [sum, count] per stat; zeros off the last stage's TP rank 0, so the
+        world sum counts each micro-batch once."""
         names = self.spec.stat_names
-        local = _stat_sums(reports, names) if _is_loss_reporter() else [0.0] * (2 * len(names))
-        return _stat_means(_world_sum(local), names)
+        return _stat_sums(reports, names) if _is_loss_reporter() else [0.0] * (2 * len(names))
+
+    def _reduce_stats(self, reports: list[dict]) -> dict[str, float | None]:
+        return _stat_means(_world_sum(self._local_stats(reports)), self.spec.stat_names)
 
     def _reduce_step(self, reports: list[dict], counters: dict[str, float]
                      ) -> tuple[dict[str, float | None], list[float]]:
         """The step's loss statistics (last pipeline stage), data counters (first stage) and
         the stop flag (any rank), summed over the world in one collective."""
-        names, counter_names = self.spec.stat_names, self.spec.counter_names
-        stats = _stat_sums(reports, names) if _is_loss_reporter() else [0.0] * (2 * len(names))
-        counted = [counters.get(n, 0.0) if _is_data_reporter() else 0.0 for n in counter_names]
+        stats = self._local_stats(reports)
+        counted = [counters.get(n, 0.0) if _is_data_reporter() else 0.0
+                   for n in self.spec.counter_names]
         total = _world_sum(stats + counted + [1.0 if self.stop.signum else 0.0])
         self.stop_requested = total[-1] > 0
-        return _stat_means(total[:len(stats)], names), total[len(stats):-1]
+        return _stat_means(total[:len(stats)], self.spec.stat_names), total[len(stats):-1]
 
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()

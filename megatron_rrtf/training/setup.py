@@ -28,6 +28,16 @@ class ModelState:
     dtype: torch.dtype
 
 
+def sub_optimizers(optimizer) -> list:
+    """The optimizers inside megatron's optimizer: a ChainedOptimizer's parts, or itself."""
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _one_or_list(funcs: list):
+    """megatron's config hooks take one function per model chunk, or the function itself."""
+    return funcs if len(funcs) > 1 else funcs[0]
+
+
 def build_model_chunks(config: RunConfig, vocab_size: int) -> list[torch.nn.Module]:
     """This rank's GPTModel chunk(s), with pre/post-process set by its pipeline position."""
     vp = config.parallel.virtual_pipeline
@@ -80,7 +90,6 @@ def build_model_state(config: RunConfig, vocab_size: int, lr_decay_steps: int | 
              for i, m in enumerate(chunks)]
     for m in model:
         m.broadcast_params()  # identical replicas across data-parallel ranks
-    _one_or_list = lambda funcs: funcs if len(funcs) > 1 else funcs[0]  # noqa: E731
     tconfig.no_sync_func = _one_or_list([m.no_sync for m in model])
     if p.overlap_grad_reduce:  # as megatron's training loop: start each chunk's reduction early
         tconfig.grad_sync_func = _one_or_list([m.start_grad_sync for m in model])
