@@ -1,7 +1,7 @@
 """Before/after evaluation of an aligned model: held-out problem pass@k and one comparison table.
 
 Held-out problems (the demo family's held-out split, or any problems JSONL) are prompted with
-the RRTF template, answered through the one generation path (`align.sample.hf_sampler`: the
+the RRTF template, answered through the one generation path (`align.sample.model_sampler`: the
 student's max_new_tokens / top_p, rrtf.stop_markers), reduced to code by the same
 `extract_code` rule as ranking and training, and run against their tests in the sandbox
 (`megatron_rrtf.sandbox.run_many`). Metrics:
@@ -39,7 +39,7 @@ from megatron_rrtf.rrtf.problems import Problem, prompts_for
 from megatron_rrtf.sandbox import run_many
 
 if TYPE_CHECKING:
-    from megatron_rrtf.generation.generator import Sampler
+    from megatron_rrtf.generation.completer import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,13 @@ def evaluate_model(model: str | Path, problems: Sequence[Problem], cfg: RRTFConf
                    ) -> dict[str, float]:
     """One table column: held-out pass@k of `model` (an HF dir, or a run or step dir exported
     through the one export cache) and, with `benchmarks`, its HumanEval / infilling rows."""
-    from align.sample import hf_sampler
+    from align.rank import verdict_runner
+    from align.sample import model_sampler
     from megatron_rrtf.convert.export_cache import hf_model_dir
 
     hf = hf_model_dir(model)
-    metrics = heldout_metrics(problems, hf_sampler(hf, cfg.student, cfg), cfg, settings)
+    metrics = heldout_metrics(problems, model_sampler(hf, cfg.student, cfg), cfg, settings,
+                              verdict_runner(cfg))
     if benchmarks is not None:
         metrics |= benchmark_metrics(hf, benchmarks)
     return metrics

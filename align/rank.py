@@ -4,7 +4,8 @@ Responses come from the problems file's own `responses` field and from response 
 one response per line: {"problem_id": ..., "text": ..., "source": "student" | "teacher:<m>"}
 (other keys are ignored). The code of each response is taken with `extract_code` (cut at
 rrtf.stop_markers, as sampling, training and held-out evaluation do) and run against the
-problem's tests outside this process by `megatron_rrtf.sandbox.run_many`.
+problem's tests outside this process by `megatron_rrtf.sandbox.run_many`, or on a Ray cluster
+with rrtf.executor=ray (`verdict_runner`).
 
 Output: one line per problem, responses best first:
   {"id", "instruction", "tests", "entry_point", "responses": [{"text", "code", "source",
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from megatron_rrtf.config.rrtf import RRTFConfig
 from megatron_rrtf.errors import DataError
 from megatron_rrtf.jsonl import iter_jsonl
 from megatron_rrtf.rrtf.extract import extract_code
@@ -35,7 +37,16 @@ log = logging.getLogger(__name__)
 
 RunMany = Callable[[list[Job]], list[ExecutionResult]]
 """Sandbox jobs -> verdicts, in order: megatron_rrtf.sandbox.run_many (with its `workers`
-bound by the caller when it wants a number other than the CPU count)."""
+bound by the caller when it wants a number other than the CPU count), or `verdict_runner`'s."""
+
+
+def verdict_runner(cfg: RRTFConfig, workers: int | None = None) -> RunMany:
+    """The RunMany of rrtf.executor (local | ray), with `workers` (default
+    rrtf.verdict_workers) sandboxes or Ray tasks at once."""
+    from megatron_rrtf.sandbox.executors import executor_run_many
+
+    return executor_run_many(cfg.executor, workers or cfg.verdict_workers,
+                             ray_address=cfg.ray_address)
 
 
 def read_responses(paths: Iterable[str | Path]) -> dict[str, list[Response]]:

@@ -19,7 +19,8 @@ per round), as PanGu-Coder2's offline sampling implies: each round is a new data
 
 Resumable: a step whose output exists is not redone. A round whose training finished
 (summary.json `completed` at train_steps) is skipped whole; the export cache keeps the export of
-each save; sampling resumes chunk by chunk (align.sample); the
+each save; sampling resumes chunk by chunk (align.sample; chunks sampled beforehand by
+`mrrtf rrtf sample --shard i/n --out round_<r>/responses.jsonl` on other machines count); the
 ranked file is written to a temporary name and renamed; training resumes from its own latest
 checkpoint (checkpoint.load=auto) or starts from the previous round.
 """
@@ -42,7 +43,7 @@ from megatron_rrtf.sandbox import run_many
 log = logging.getLogger(__name__)
 
 StudentFactory = Callable[[Path], Any]
-"""HF model directory -> a Sampler (default: align.sample.hf_sampler with rrtf.student)."""
+"""HF model directory -> a Sampler (default: align.sample.model_sampler with rrtf.student)."""
 
 
 def round_dir(config: RunConfig, r: int) -> Path:
@@ -88,10 +89,13 @@ def _distribution(ranked_path: Path) -> dict[str, dict[str, int]]:
 
 
 def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
-               student_factory: StudentFactory | None = None, run_many: RunMany = run_many,
-               sample_chunk: int = 64) -> dict[str, Any]:
-    """Run (or resume) every round; returns the rounds summary also written to rounds.json."""
-    from align.sample import hf_sampler, sample_to_file
+               student_factory: StudentFactory | None = None, run_many: RunMany | None = None,
+               sample_chunk: int | None = None) -> dict[str, Any]:
+    """Run (or resume) every round; returns the rounds summary also written to rounds.json.
+    run_many: default, rrtf.executor's (align.rank.verdict_runner); sample_chunk: default,
+    rrtf.sample_chunk."""
+    from align.rank import verdict_runner
+    from align.sample import model_sampler, sample_to_file
     from align.train import run_rrtf_train
     from megatron_rrtf.convert.export_cache import hf_model_dir
     from megatron_rrtf.rrtf.problems import load_problems
@@ -105,7 +109,8 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
         raise ConfigError("checkpoint.init_from is empty: name the model to align (a pretraining "
                           "run directory or an imported checkpoint)")
     problems, _ = load_problems(problems_path)
-    factory = student_factory or (lambda d: hf_sampler(d, rr.student, rr))
+    factory = student_factory or (lambda d: model_sampler(d, rr.student, rr))
+    run_many = run_many or verdict_runner(rr)
     root = Path(config.logging.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     summary_path = root / "rounds.json"
@@ -125,7 +130,8 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
                 if rr.student.samples:
                     student = factory(hf_model_dir(previous))
                 n = sample_to_file(responses, problems, rr, student,
-                                   seed=config.train.seed * 1000 + r, chunk_size=sample_chunk)
+                                   seed=config.train.seed * 1000 + r,
+                                   chunk_size=sample_chunk or rr.sample_chunk)
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
                 rank_to_file(problems, responses, ranked, rr.stop_markers, run_many)
             log.info("round %d: training %s from %s", r, rd, previous)

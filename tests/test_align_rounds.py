@@ -1,4 +1,5 @@
-"""RRTF rounds, resumable sampling and the before/after evaluation table."""
+"""RRTF rounds and the before/after evaluation table (resumable sampling:
+test_align_sample_shards.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import pytest
 
 from align.evaluate import HeldoutEval, comparison_markdown, heldout_metrics, write_comparison
-from align.sample import progress_path, sample_to_file, sampling_complete
 from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig, TeacherConfig
 from megatron_rrtf.rrtf.demo_problems import generate_demo_problems, teacher_records
 
@@ -20,43 +20,6 @@ def _problems_and_teacher(tmp_path, n=7):
                      teachers=[TeacherConfig(name="t", kind="jsonl", path=str(teacher),
                                              samples=1)])
     return train, held, cfg
-
-
-def _fake_generate(fail_after: int | None = None):
-    calls = []
-
-    def generate(prompts, temperature, n, seed):
-        if fail_after is not None and len(calls) >= fail_after:
-            raise KeyboardInterrupt("simulated crash")
-        calls.append(seed)
-        return [[f"draw {seed} {len(p)} {i}" for i in range(n)] for p in prompts]
-    return generate, calls
-
-
-def test_interrupted_sampling_resumes_without_duplicates_or_losses(tmp_path):
-    train, _, cfg = _problems_and_teacher(tmp_path)
-    problems = [d.problem for d in train]
-    whole = tmp_path / "whole.jsonl"
-    gen, _ = _fake_generate()
-    assert sample_to_file(whole, problems, cfg, gen, seed=3, chunk_size=3) == 7 * 5
-    # Crash in the second chunk (2 temperatures per chunk), with half a line already written.
-    part = tmp_path / "part.jsonl"
-    crashing, _ = _fake_generate(fail_after=3)
-    with pytest.raises(KeyboardInterrupt):
-        sample_to_file(part, problems, cfg, crashing, seed=3, chunk_size=3)
-    with part.open("a") as f:
-        f.write('{"problem_id": "train-0000')
-    assert not sampling_complete(part)
-    assert json.loads(progress_path(part).read_text())["chunks_done"] == 1
-    resumed, calls = _fake_generate()
-    assert sample_to_file(part, problems, cfg, resumed, seed=3, chunk_size=3) == 7 * 5
-    assert len(calls) == 4  # chunks 2 and 3 only, two temperatures each
-    assert part.read_text() == whole.read_text()
-    assert sampling_complete(part)
-    # A finished file is not sampled again.
-    again, calls = _fake_generate()
-    sample_to_file(part, problems, cfg, again, seed=3, chunk_size=3)
-    assert calls == [] and part.read_text() == whole.read_text()
 
 
 def test_comparison_table_has_before_after_and_delta(tmp_path):
@@ -98,7 +61,7 @@ def test_heldout_metrics_run_extracted_code_in_the_sandbox(tmp_path):
 @pytest.mark.xdist_group("align")
 def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config, tmp_path):
     from align.rounds import run_rounds
-    from align.sample import hf_sampler
+    from align.sample import model_sampler
     from align.train import run_rrtf_train
     from megatron_rrtf.config import load_config
     from tests.test_align_train import _ranked_set
@@ -122,7 +85,7 @@ def test_one_round_writes_samples_ranks_checkpoint_and_resumes(tiny_data_config,
 
     def factory(hf_dir):
         exports.append(hf_dir)
-        return hf_sampler(hf_dir, cfg.rrtf.student, cfg.rrtf)
+        return model_sampler(hf_dir, cfg.rrtf.student, cfg.rrtf)
 
     summary = run_rounds(cfg, tmp_path / "train.jsonl", student_factory=factory, sample_chunk=5)
     rd = tmp_path / "rounds" / "round_1"

@@ -65,6 +65,36 @@ class TeacherConfig(SamplingConfig):
 
 
 @dataclass
+class SampleEngineConfig:
+    """Where and how candidates are generated (rrtf.sample): the same prompts, stops and seeds
+    whichever backend runs them (megatron_rrtf.generation)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    """hf: batched `generate` of transformers; vllm: the vLLM engine (extra `gpu`, CUDA only)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present, else the CPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bf16 on CUDA, fp32 on the CPU."""
+    tensor_parallel: int = 1
+    """vllm: GPUs one engine spans (vLLM's tensor_parallel_size); hf: must be 1."""
+    gpu_memory_utilization: float = 0.9
+    """vllm: share of each GPU's memory the engine may take (weights + KV cache)."""
+
+    def validate(self) -> None:
+        if self.tensor_parallel < 1:
+            raise ConfigError(f"rrtf.sample.tensor_parallel={self.tensor_parallel} must be >= 1")
+        if self.backend == "hf" and self.tensor_parallel != 1:
+            raise ConfigError(f"rrtf.sample.tensor_parallel={self.tensor_parallel} needs "
+                              "rrtf.sample.backend=vllm (the hf backend runs on one device)")
+        if self.backend == "vllm" and self.device == "cpu":
+            raise ConfigError("rrtf.sample.backend=vllm runs on CUDA only: set "
+                              "rrtf.sample.device=auto|cuda or rrtf.sample.backend=hf")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"rrtf.sample.gpu_memory_utilization="
+                              f"{self.gpu_memory_utilization} must be in (0, 1]")
+
+
+@dataclass
 class RRTFConfig:
     # --- data -------------------------------------------------------------------------------
     problems: str | None = None
@@ -93,6 +123,22 @@ class RRTFConfig:
     generation_batch_size: int = 64
     """Rows (prompt x sample) per generate call when sampling candidates and answering held-out
     problems."""
+    sample: SampleEngineConfig = field(default_factory=SampleEngineConfig)
+    """Backend, device and dtype of every model that samples (student, hf_model teachers,
+    held-out evaluation)."""
+    sample_chunk: int = 64
+    """Problems per sampling chunk: the unit written atomically, resumed and sharded."""
+
+    # --- verdicts ---------------------------------------------------------------------------
+    executor: Literal["local", "ray"] = "local"
+    """Where candidates' tests run: local (sandboxes on this machine's cores) or ray (Ray
+    tasks, each running the same sandbox on the node it lands on; extra `ray`)."""
+    ray_address: str | None = None
+    """ray: the cluster to join ("auto", "ray://head:10001"); null: RAY_ADDRESS or, without
+    it, a Ray instance started on this machine."""
+    verdict_workers: int | None = None
+    """Sandboxes at once: local, on this machine (null: its CPU count); ray, Ray tasks in
+    flight (null: the cluster's CPU count)."""
 
     # --- loss -------------------------------------------------------------------------------
     loss: Literal["rrtf", "rrhf"] = "rrtf"
@@ -129,6 +175,14 @@ class RRTFConfig:
         if self.generation_batch_size < 1:
             raise ConfigError(f"rrtf.generation_batch_size={self.generation_batch_size} must be "
                               ">= 1")
+        if self.sample_chunk < 1:
+            raise ConfigError(f"rrtf.sample_chunk={self.sample_chunk} must be >= 1")
+        if self.verdict_workers is not None and self.verdict_workers < 1:
+            raise ConfigError(f"rrtf.verdict_workers={self.verdict_workers} must be >= 1 or null")
+        if self.executor == "local" and self.ray_address:
+            raise ConfigError(f"rrtf.ray_address={self.ray_address!r} is set but "
+                              "rrtf.executor=local: set rrtf.executor=ray or drop the address")
+        self.sample.validate()
         if self.evol_rounds < 0 or self.rounds < 1:
             raise ConfigError(f"rrtf.evol_rounds={self.evol_rounds} must be >= 0 and "
                               f"rrtf.rounds={self.rounds} >= 1")

@@ -1,5 +1,6 @@
 """The one way completions are drawn from a Hugging Face causal LM: HumanEval, infilling, RRTF
-sampling and held-out evaluation all go through `Generator.generate`.
+sampling and held-out evaluation all go through `Completer.generate` (the HF `Generator`, or
+the vLLM backend for RRTF sampling).
 
 - Prompts are text (encoded without special tokens) or token ids (infill prompts hold special
   tokens that text would not encode).
@@ -10,11 +11,16 @@ sampling and held-out evaluation all go through `Generator.generate`.
   first of the `stop` strings (`cut_at_stop`, the function RRTF's code extraction uses too).
 - Batching: rows (prompt x sample) are left-padded so new tokens start in one column, and cut
   into `batch_size` rows per `generate` call of the model.
+- Backends (rrtf.sample.backend): `hf`, batched `generate` of transformers (`generator`), and
+  `vllm`, vLLM's engine (`vllm_engine`, extra `gpu`). Both are a `Completer` (`completer`), which
+  owns the prompt budget, the stop ids and the stop-string cut, so they differ only in how new
+  token ids are drawn. `backends.load_completer` picks one from the config.
 - Device and dtype: `auto` is CUDA in bf16 when present, else the CPU in fp32.
-- Seeding: `torch.manual_seed(seed)` once per call, so the same prompts, settings and batch size
-  give the same completions. Greedy when temperature == 0, else temperature + nucleus sampling.
+- Seeding (hf): `torch.manual_seed(seed)` once per call, so the same prompts, settings and
+  batch size give the same completions (vllm: a seed per prompt, see vllm_engine). Greedy when temperature == 0, else temperature + nucleus sampling.
 
-Modules: `generator` (Generator, Sampling, resolve_device; imports torch and transformers) and
-`stops` (cut_at_stop, cut_at_stop_ids; pure). Import them directly: this package imports
-nothing.
+Modules: `completer` (Completer, Sampling; no torch), `generator` (Generator, resolve_device;
+imports torch and transformers), `vllm_engine` (VLLMGenerator; imports vllm only in `load`),
+`backends` (load_completer) and `stops` (cut_at_stop, cut_at_stop_ids; pure). Import them
+directly: this package imports nothing.
 """

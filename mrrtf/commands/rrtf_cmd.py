@@ -9,7 +9,10 @@ remaining flags come from their dataclasses (mrrtf.commands.flags).
                     dedup (rrtf.evol_rounds, rrtf.near_dup_jaccard; --write-requests R writes
                     the rewrite prompts for an offline teacher)
   mrrtf rrtf sample CONFIG... --problems P --student DIR --out O   student + teacher samples
+                    (rrtf.sample.backend hf|vllm; --shard i/n or RANK/WORLD_SIZE: one share of
+                    the chunks per process or node, resumable; the last shard merges)
   mrrtf rrtf rank CONFIG... --problems P --responses R... --out O    sandbox verdicts -> ranked
+                    (rrtf.executor local|ray)
   mrrtf rrtf train CONFIG... --ranked R     ranking loss + SFT on megatron-core
   mrrtf rrtf run CONFIG...                  rounds of export -> sample -> rank -> train (resumable)
   mrrtf rrtf eval CONFIG... --problems P --before M --after M   held-out pass@k table
@@ -90,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--problems", required=True)
     s.add_argument("--student", help="HF model directory of the student (omit: teachers only)")
     s.add_argument("--out", required=True)
+    s.add_argument("--shard", default=None,
+                   help="i/n: sample shard i of n (chunk c goes to shard c %% n); default: "
+                        "RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS, else 0/1")
     s.set_defaults(_step=_sample)
 
     r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem "
@@ -99,8 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--responses", nargs="*", default=[],
                    help='JSONL files, one {"problem_id", "text", "source"} per line')
     r.add_argument("--out", required=True)
-    r.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: "
-                                                             "the CPU count)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="sandboxes (executor local) or Ray tasks (executor ray) at once "
+                        "(default: rrtf.verdict_workers, else the CPU count)")
     r.set_defaults(_step=_rank)
 
     t = sub.add_parser("train", help="train on a ranked set with the ranking loss + SFT "
@@ -224,31 +231,33 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from align.sample import hf_sampler, sample_all, write_responses
+    from align.sample import Shard, model_sampler, sample_to_file
     from megatron_rrtf.rrtf.problems import load_problems
 
     config = load_config_arguments(args)
     cfg = config.rrtf
+    shard = Shard.parse(args.shard) if args.shard else Shard.from_env()
     problems, _ = load_problems(args.problems)
-    student = hf_sampler(args.student, cfg.student, cfg) if args.student else None
-    records = sample_all(problems, cfg, student, seed=config.train.seed)
-    write_responses(args.out, records)
-    print(f"wrote {len(records)} responses for {len(problems)} problems -> {args.out}")
+    student = model_sampler(args.student, cfg.student, cfg) if args.student else None
+    n = sample_to_file(args.out, problems, cfg, student, seed=config.train.seed,
+                       chunk_size=cfg.sample_chunk, shard=shard)
+    if n is None:
+        print(f"shard {shard}: its chunks are in {args.out}.chunks; the last shard to finish "
+              f"writes {args.out}")
+    else:
+        print(f"wrote {n} responses for {len(problems)} problems -> {args.out}")
     return 0
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from align.rank import rank_problems, read_responses, write_ranked
+    from align.rank import rank_problems, read_responses, verdict_runner, write_ranked
     from megatron_rrtf.rrtf.problems import load_problems
     from megatron_rrtf.rrtf.ranking import format_distribution
-    from megatron_rrtf.sandbox import run_many
 
     cfg = load_config_arguments(args).rrtf
     problems, _ = load_problems(args.problems)
     ranked = rank_problems(problems, cfg.stop_markers, read_responses(args.responses),
-                           partial(run_many, workers=args.workers))
+                           verdict_runner(cfg, args.workers))
     dist = write_ranked(args.out, ranked)
     print(format_distribution(dist))
     print(f"ranked {len(ranked)} problems -> {args.out}")

@@ -1,0 +1,30 @@
+"""`load_completer`: a model directory + rrtf.sample -> the backend that completes its prompts
+(`hf`: generator.Generator on the configured device/dtype; `vllm`: vllm_engine.VLLMGenerator)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from megatron_rrtf.config.rrtf import SampleEngineConfig
+from megatron_rrtf.generation.completer import Completer
+
+
+def load_completer(path: str | Path, engine: SampleEngineConfig, seed: int = 0) -> Completer:
+    """Load the model at `path` with the backend, device and dtype of `engine`.
+
+    One process per GPU (torchrun, srun) with device auto|cuda: the hf backend takes the GPU of
+    LOCAL_RANK, so sampling shards on one node do not share a device."""
+    if engine.backend == "vllm":
+        from megatron_rrtf.generation.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator.load(path, engine.dtype, engine.tensor_parallel,
+                                  engine.gpu_memory_utilization, seed)
+    import torch
+
+    from megatron_rrtf.generation.generator import Generator, resolve_device
+
+    where, dtype = resolve_device(engine.device, engine.dtype)
+    if where.type == "cuda" and "LOCAL_RANK" in os.environ:
+        where = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return Generator.load(path, str(where), dtype)
