@@ -27,6 +27,15 @@ def test_presets_load_with_published_settings():
     ("rrtf.teachers=[{name: a, path: x}, {name: a, path: y}]", "rrtf.teachers[1].name='a' is used twice"),
     ("rrtf.prompt_template=hello", "rrtf.prompt_template must contain {instruction}"),
     ("rrtf.bogus=1", "unknown config key rrtf.bogus"),
+    ("rrtf.sample.backend=tgi", "rrtf.sample.backend='tgi' is not one of"),
+    ("rrtf.sample.device=tpu", "rrtf.sample.device='tpu' is not one of"),
+    ("rrtf.sample.dtype=int8", "rrtf.sample.dtype='int8' is not one of"),
+    ("rrtf.sample.tensor_parallel=2", "rrtf.sample.tensor_parallel=2 needs rrtf.sample.backend=vllm"),
+    ("rrtf.sample={backend: vllm, device: cpu}", "rrtf.sample.backend=vllm runs on CUDA only"),
+    ("rrtf.sample_chunk=0", "rrtf.sample_chunk=0 must be >= 1"),
+    ("rrtf.executor=dask", "rrtf.executor='dask' is not one of"),
+    ("rrtf.ray_address=auto", "rrtf.ray_address='auto' is set but rrtf.executor=local"),
+    ("rrtf.verdict_workers=0", "rrtf.verdict_workers=0 must be >= 1"),
 ])
 def test_bad_rrtf_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as info:

@@ -8,8 +8,9 @@ max_tokens, stop, stop_token_ids, seed)` per prompt, reading `RequestOutput.outp
 Completions are rebuilt from the token ids by `Completer.completion`, never taken from vLLM's
 own detokenized `text`, so both backends cut a row in exactly the same place.
 
-Seeds: prompt i of a call with seed s samples with seed SeedSequence((s, i)), so a prompt's
-completions do not depend on which other prompts share the call. The two backends draw from
+Seeds: prompt i of a call with seed s samples with seed SeedSequence((s, i)), so completions
+depend on the call's seed and the prompt's place only, not on how vLLM schedules or batches the
+requests (nor on GPU count). The two backends draw from
 different random streams: at temperature > 0 they give different (equally distributed) samples;
 greedy completions agree up to the numerics of the two kernels.
 """
