@@ -23,7 +23,11 @@ Rows:
     training stack (build_model_state, megatron's schedule, Trainer.train_step, the optimizer
     step): tokens/s, MFU (flops_per_token x tokens/s / peak) and peak GPU memory, for
     model.recompute none / selective / full (uniform, 1 layer); fewer layers (said in the row)
-    if the preset does not fit.
+    if the preset does not fit;
+  * RRTF sampling throughput, the `vllm` backend vs the `hf` backend (batched generate), bf16,
+    on a random export of the 1B preset's shape (its vocabulary that of a tokenizer trained in
+    the script): 64 HumanEval prompts x 4 samples, T=0.8, top_p 0.95, <= 256 new tokens;
+    tokens/s and the ratio (goal >= 10x); skipped, with the reason, when vllm does not import.
 
     python benchmarks/gpu_proof.py [--repeats 10] [--quick]
 """
@@ -467,6 +471,89 @@ def train_throughput(rows: list[str], steps: int, preset: str = "configs/1b.yaml
                     f"{result} |")
 
 
+def export_of_preset(out: Path, preset: str, vocab_texts: list[str]) -> int:
+    """A randomly initialised HF export of `preset`'s shape in bf16, beside a byte-level BPE
+    tokenizer trained here on `vocab_texts`; the model's vocabulary is the tokenizer's (so every
+    sampled id decodes), which makes the embedding and output tables smaller than the preset's.
+    Returns the parameter count."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.convert.families import for_family
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(vocab_texts, trainers.BpeTrainer(
+        vocab_size=8192, special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                     pad_token="<pad>")
+    model_cfg = load_config(preset).model
+    hf_config = for_family(model_cfg.family).hf_config(
+        model_cfg, len(hf_tok), None, hf_tok.eos_token_id, hf_tok.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    hf_tok.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    del model
+    return n
+
+
+def vllm_vs_hf_generate(rows: list[str], preset: str = "configs/1b.yaml", prompts: int = 64,
+                        samples: int = 4, new_tokens: int = 256) -> None:
+    """RRTF-style sampling (HumanEval prompts x `samples` at T=0.8, top_p 0.95) of the 1B export
+    through both backends (megatron_rrtf.generation): tokens/s of vLLM vs batched HF generate in
+    bf16, tokens counted up to each row's first stop id. Skipped when vllm does not import."""
+    check = f"RRTF sampling, vLLM vs HF generate ({Path(preset).stem} export)"
+    try:
+        import vllm  # noqa: F401
+    except ImportError as exc:
+        rows.append(f"| {check} | skipped: vllm does not import ({_cell(exc)}); pip install "
+                    "'megatron-rrtf[gpu]' | >= 10x | skipped |")
+        return
+    from megatron_rrtf.eval.humaneval import load_problems
+    from megatron_rrtf.generation.completer import Sampling
+    from megatron_rrtf.generation.generator import Generator
+    from megatron_rrtf.generation.stops import cut_at_stop_ids
+    from megatron_rrtf.generation.vllm_engine import VLLMGenerator
+
+    texts = [p["prompt"] + p["canonical_solution"] for p in load_problems().values()]
+    chosen = [p["prompt"] for p in load_problems().values()][:prompts]
+    sampling = Sampling(max_new_tokens=new_tokens, temperature=0.8, top_p=0.95,
+                        num_samples=samples, batch_size=prompts * samples, seed=0)
+
+    def tokens_per_s(completer) -> tuple[float, int]:
+        ids, _ = completer.fit(chosen, new_tokens)
+        completer._new_tokens(ids[:2], sampling, False, "warm-up")
+        _sync()
+        t0 = time.perf_counter()
+        new = completer._new_tokens(ids, sampling, False, "timed")
+        _sync()
+        seconds = time.perf_counter() - t0
+        stops = completer.stop_ids(sampling)
+        count = sum(len(cut_at_stop_ids(r, stops)) for per in new for r in per)
+        return count / seconds, count
+
+    with tempfile.TemporaryDirectory() as out:
+        n_params = export_of_preset(Path(out), preset, texts)
+        hf = Generator.load(out, "cuda", "bfloat16")
+        hf_rate, hf_count = tokens_per_s(hf)
+        del hf
+        _free()
+        engine = VLLMGenerator.load(out, "bfloat16", gpu_memory_utilization=0.6, seed=0)
+        vllm_rate, vllm_count = tokens_per_s(engine)
+        del engine
+    ratio = vllm_rate / hf_rate
+    rows.append(f"| {check}: {n_params / 1e9:.2f}B params, {prompts} prompts x {samples} "
+                f"samples, <= {new_tokens} new tokens | vLLM {vllm_rate:,.0f} tok/s "
+                f"({vllm_count} tokens), HF generate {hf_rate:,.0f} tok/s ({hf_count} tokens, "
+                f"one batch of {prompts * samples} rows), ratio {ratio:.1f}x | >= 10x | "
+                f"{'ok' if ratio >= 10 else 'below goal'} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -491,6 +578,8 @@ def main() -> int:
         for family in ("rope", "starcoder"):
             _guarded(rows, f"TE spec vs local spec ({family})", te_vs_local, family)
         _guarded(rows, "1b preset training throughput", train_throughput, repeats)
+    # last: vLLM keeps its own CUDA context and worker processes
+    _guarded(rows, "RRTF sampling, vLLM vs HF generate", vllm_vs_hf_generate)
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"{time.perf_counter() - t0:.0f} s")
     print("\n".join(rows))
