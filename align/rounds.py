@@ -58,6 +58,11 @@ def round_config(config: RunConfig, r: int, init_from: str | Path) -> RunConfig:
         checkpoint=dataclasses.replace(config.checkpoint, init_from=str(init_from), load="auto"))
 
 
+def round_seed(train_seed: int, r: int) -> int:
+    """The sampling seed of round r (also `mrrtf rrtf sample --round r`)."""
+    return train_seed * 1000 + r
+
+
 def training_done(run_dir: Path, steps: int) -> bool:
     summary = run_dir / "summary.json"
     if not summary.is_file():
@@ -130,7 +135,7 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
                 if rr.student.samples:
                     student = factory(hf_model_dir(previous))
                 n = sample_to_file(responses, problems, rr, student,
-                                   seed=config.train.seed * 1000 + r,
+                                   seed=round_seed(config.train.seed, r),
                                    chunk_size=sample_chunk or rr.sample_chunk)
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
                 rank_to_file(problems, responses, ranked, rr.stop_markers, run_many)

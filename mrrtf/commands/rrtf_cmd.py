@@ -96,6 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--shard", default=None,
                    help="i/n: sample shard i of n (chunk c goes to shard c %% n); default: "
                         "RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS, else 0/1")
+    s.add_argument("--round", type=int, default=None,
+                   help="seed as round R of `mrrtf rrtf run` does, so that with --out "
+                        "RUN_DIR/round_R/responses.jsonl the run finds these chunks its own "
+                        "(default: seed train.seed)")
     s.set_defaults(_step=_sample)
 
     r = sub.add_parser("rank", help="run responses' code in the sandbox and rank per problem "
@@ -231,6 +235,7 @@ def _evolve(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from align.rounds import round_seed
     from align.sample import Shard, model_sampler, sample_to_file
     from megatron_rrtf.rrtf.problems import load_problems
 
@@ -239,7 +244,8 @@ def _sample(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard) if args.shard else Shard.from_env()
     problems, _ = load_problems(args.problems)
     student = model_sampler(args.student, cfg.student, cfg) if args.student else None
-    n = sample_to_file(args.out, problems, cfg, student, seed=config.train.seed,
+    seed = config.train.seed if args.round is None else round_seed(config.train.seed, args.round)
+    n = sample_to_file(args.out, problems, cfg, student, seed=seed,
                        chunk_size=cfg.sample_chunk, shard=shard)
     if n is None:
         print(f"shard {shard}: its chunks are in {args.out}.chunks; the last shard to finish "
