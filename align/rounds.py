@@ -103,6 +103,7 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
     from align.sample import model_sampler, sample_to_file
     from align.train import run_rrtf_train
     from megatron_rrtf.convert.export_cache import hf_model_dir
+    from megatron_rrtf.generation.backends import check_engine
     from megatron_rrtf.rrtf.problems import load_problems
 
     rr = config.rrtf
@@ -114,6 +115,9 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
         raise ConfigError("checkpoint.init_from is empty: name the model to align (a pretraining "
                           "run directory or an imported checkpoint)")
     problems, _ = load_problems(problems_path)
+    if student_factory is None and (rr.student.samples or any(t.kind == "hf_model"
+                                                                for t in rr.teachers)):
+        check_engine(rr.sample)
     factory = student_factory or (lambda d: model_sampler(d, rr.student, rr))
     run_many = run_many or verdict_runner(rr)
     root = Path(config.logging.run_dir)

@@ -5,6 +5,7 @@ It must fit prompts, build parameters, and map outputs and stops exactly as the 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import torch
 
 from megatron_rrtf.config.rrtf import SampleEngineConfig
 from megatron_rrtf.errors import ConfigError
-from megatron_rrtf.generation.backends import load_completer
+from megatron_rrtf.generation.backends import check_engine, load_completer
 from megatron_rrtf.generation.completer import Sampling
 from megatron_rrtf.generation.generator import Generator
 from megatron_rrtf.generation.vllm_engine import VLLMGenerator, prompt_seed
@@ -129,6 +130,16 @@ def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)   # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'megatron-rrtf\[gpu\]'"):
         load_completer(tmp_path, SampleEngineConfig(backend="vllm"))
+    if importlib.util.find_spec("vllm") is None:     # the start-up check, before any work
+        with pytest.raises(ConfigError, match=r"pip install 'megatron-rrtf\[gpu\]'"):
+            check_engine(SampleEngineConfig(backend="vllm"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_asking_for_cuda_without_it_fails_at_start_up():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        check_engine(SampleEngineConfig(device="cuda"))
+    check_engine(SampleEngineConfig(device="auto", dtype="bfloat16"))   # CPU in bf16: allowed
 
 
 def test_hf_backend_takes_device_and_dtype_from_config(tmp_path):

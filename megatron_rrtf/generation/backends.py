@@ -10,6 +10,22 @@ from megatron_rrtf.config.rrtf import SampleEngineConfig
 from megatron_rrtf.generation.completer import Completer
 
 
+def check_engine(engine: SampleEngineConfig) -> None:
+    """Fail now, before any work, if rrtf.sample cannot run here: CUDA asked for but absent,
+    or the vllm backend without vLLM."""
+    if engine.backend == "vllm":
+        import importlib.util
+
+        from megatron_rrtf.errors import ConfigError
+        from megatron_rrtf.generation.vllm_engine import VLLM_MISSING
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(VLLM_MISSING)
+    from megatron_rrtf.generation.generator import resolve_device
+
+    resolve_device("cuda" if engine.backend == "vllm" else engine.device, engine.dtype)
+
+
 def load_completer(path: str | Path, engine: SampleEngineConfig, seed: int = 0) -> Completer:
     """Load the model at `path` with the backend, device and dtype of `engine`.
 

@@ -4,7 +4,6 @@ The package docstring (megatron_rrtf.generation) states the rules."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ from megatron_rrtf.generation.completer import (
     Sampler,
     Sampling,
 )
-
-log = logging.getLogger(__name__)
 
 __all__ = ["MIN_PROMPT_BUDGET", "Generator", "Prompt", "Sampler", "Sampling", "resolve_device"]
 

@@ -17,7 +17,6 @@ greedy completions agree up to the numerics of the two kernels.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ import numpy as np
 
 from megatron_rrtf.errors import CheckpointError, ConfigError
 from megatron_rrtf.generation.completer import Completer, Sampling
-
-log = logging.getLogger(__name__)
 
 VLLM_MISSING = ("rrtf.sample.backend=vllm needs vLLM (pip install 'megatron-rrtf[gpu]' on a "
                 "CUDA machine), or set rrtf.sample.backend=hf")

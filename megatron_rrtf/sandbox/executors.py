@@ -22,7 +22,9 @@ def executor_run_many(executor: str, workers: int | None = None,
     if executor == "local":
         return partial(run_many, workers=workers, limits=limits)
     if executor == "ray":
-        from megatron_rrtf.sandbox.ray_executor import run_many_ray
+        from megatron_rrtf.sandbox.ray_executor import import_ray, run_many_ray
+
+        import_ray()  # a missing Ray fails here, before sampling, not after it
 
         return partial(run_many_ray, workers=workers, limits=limits, address=ray_address)
     raise ConfigError(f"rrtf.executor={executor!r} is not one of local, ray")

@@ -37,7 +37,8 @@ def judge_jobs(jobs: list[Job], limits: SandboxLimits) -> list[ExecutionResult]:
     return run_many(jobs, workers=1, limits=limits)
 
 
-def _ray() -> Any:
+def import_ray() -> Any:
+    """The ray module, or a ConfigError naming the extra."""
     try:
         import ray
     except ImportError as exc:
@@ -54,7 +55,7 @@ def run_many_ray(jobs: Sequence[Job], workers: int | None = None,
         raise ConfigError(f"verdict workers={workers} must be >= 1")
     if not jobs:
         return []
-    ray = _ray()
+    ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     limits = limits or SandboxLimits()

@@ -237,11 +237,14 @@ def _evolve(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from align.rounds import round_seed
     from align.sample import Shard, model_sampler, sample_to_file
+    from megatron_rrtf.generation.backends import check_engine
     from megatron_rrtf.rrtf.problems import load_problems
 
     config = load_config_arguments(args)
     cfg = config.rrtf
     shard = Shard.parse(args.shard) if args.shard else Shard.from_env()
+    if args.student or any(t.kind == "hf_model" for t in cfg.teachers):
+        check_engine(cfg.sample)
     problems, _ = load_problems(args.problems)
     student = model_sampler(args.student, cfg.student, cfg) if args.student else None
     seed = config.train.seed if args.round is None else round_seed(config.train.seed, args.round)
