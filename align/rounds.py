@@ -135,12 +135,14 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
         else:
             responses, ranked = rd / "responses.jsonl", rd / "ranked.jsonl"
             if not ranked.is_file():
-                student = None
+                student, student_dir = None, None
                 if rr.student.samples:
-                    student = factory(hf_model_dir(previous))
+                    student_dir = hf_model_dir(previous)
+                    student = factory(student_dir)
                 n = sample_to_file(responses, problems, rr, student,
                                    seed=round_seed(config.train.seed, r),
-                                   chunk_size=sample_chunk or rr.sample_chunk)
+                                   chunk_size=sample_chunk or rr.sample_chunk,
+                                   student_model=student_dir)
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
                 rank_to_file(problems, responses, ranked, rr.stop_markers, run_many)
             log.info("round %d: training %s from %s", r, rd, previous)

@@ -11,7 +11,7 @@ rrtf.stop_markers. `kind: jsonl` teachers contribute up to
 problems go in fixed chunks of rrtf.sample_chunk, chunk c sampled with its own seeds (from seed,
 c and the temperature index) and written whole to `<file>.chunks/chunk_<c>.jsonl` (a
 process-unique temporary name, fsync, rename), beside `settings.json` (the run's seed, chunk
-size and problem ids; other settings are refused). Shard i of n (`--shard i/n`, or RANK /
+size, problem ids and student model directory; other settings are refused). Shard i of n (`--shard i/n`, or RANK /
 WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS) samples the chunks c with c % n == i; a re-run skips
 chunks already on disk, so a killed shard resumes at its first missing chunk. When every chunk
 is on disk, the chunks are concatenated in chunk order into `<file>` (atomically): the same
@@ -192,8 +192,11 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
 
 def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfig,
                    student: Sampler | None, teachers: dict[str, Sampler] | None = None,
-                   seed: int = 0, chunk_size: int = 64, shard: Shard = Shard()) -> int | None:
+                   seed: int = 0, chunk_size: int = 64, shard: Shard = Shard(),
+                   student_model: str | Path | None = None) -> int | None:
     """Resumable, shardable sample_all into the JSONL file `path` (see the module docstring).
+    student_model: the student's model directory, recorded with the settings so that chunks of
+    another student are refused.
 
     Samples this shard's missing chunks; then, if every chunk of every shard is on disk, merges
     them into `path` in chunk order and returns its number of records. Returns None when other
@@ -204,7 +207,9 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
     chunks_dir(path).mkdir(parents=True, exist_ok=True)
     ids = hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
     _check_settings(path, {"problems": len(problems), "problem_ids": ids, "seed": seed,
-                           "chunk_size": chunk_size, "student": student is not None})
+                           "chunk_size": chunk_size, "student": student is not None,
+                           "student_model": (str(Path(student_model).resolve())
+                                             if student_model else None)})
     n_chunks = -(-len(problems) // chunk_size)
     if path.is_file():
         return sum(1 for _ in path.open("rb"))

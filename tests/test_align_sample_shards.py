@@ -95,6 +95,9 @@ def test_chunks_sampled_with_other_settings_are_refused(tmp_path):
                        shard=Shard(1, 2))
     with pytest.raises(DataError, match="different settings"):
         sample_to_file(out, problems[:-1], cfg, _fake_generate()[0], seed=3, chunk_size=2)
+    with pytest.raises(DataError, match="different settings"):
+        sample_to_file(out, problems, cfg, _fake_generate()[0], seed=3, chunk_size=2,
+                       shard=Shard(1, 2), student_model=tmp_path / "another_student")
 
 
 def test_shard_from_flag_and_environment():

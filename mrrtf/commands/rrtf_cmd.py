@@ -249,7 +249,7 @@ def _sample(args: argparse.Namespace) -> int:
     student = model_sampler(args.student, cfg.student, cfg) if args.student else None
     seed = config.train.seed if args.round is None else round_seed(config.train.seed, args.round)
     n = sample_to_file(args.out, problems, cfg, student, seed=seed,
-                       chunk_size=cfg.sample_chunk, shard=shard)
+                       chunk_size=cfg.sample_chunk, shard=shard, student_model=args.student)
     if n is None:
         print(f"shard {shard}: its chunks are in {args.out}.chunks; the last shard to finish "
               f"writes {args.out}")
