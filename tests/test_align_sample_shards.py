@@ -128,3 +128,33 @@ def test_cli_shards_of_a_tiny_hf_student_equal_one_process(tmp_path):
     one = (tmp_path / "one.jsonl").read_text()
     assert (tmp_path / "two.jsonl").read_text() == one
     assert len(one.splitlines()) == 3 * 2 and len(set(one.splitlines())) > 1
+
+
+@pytest.mark.slow
+def test_three_concurrent_shard_processes_equal_one_process(tmp_path):
+    """Three `mrrtf rrtf sample --shard i/3` processes at once (racing on settings.json and on
+    the merge) write the file one process writes."""
+    import os
+    import subprocess
+    import sys
+
+    save_tiny_hf_model(tmp_path / "student")
+    train, _ = generate_demo_problems(5, 0, seed=0)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(d.to_json()) + "\n" for d in train))
+
+    def command(out, *shard):
+        return [sys.executable, "-m", "mrrtf", "rrtf", "sample", "configs/rrtf/tiny_demo.yaml",
+                "rrtf.teachers=[]", "rrtf.sample_chunk=1", "rrtf.sample.device=cpu",
+                "rrtf.student={samples: 2, temperatures: [0.8], max_new_tokens: 6}",
+                "--problems", str(tmp_path / "p.jsonl"), "--student", str(tmp_path / "student"),
+                "--out", str(out), *shard]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert main(command(tmp_path / "one.jsonl")[3:]) == 0        # in this process
+    procs = [subprocess.Popen(command(tmp_path / "three.jsonl", "--shard", f"{i}/3"), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(3)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert sum("wrote 10 responses" in out for out in outputs) >= 1
+    assert (tmp_path / "three.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
