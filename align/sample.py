@@ -11,8 +11,9 @@ rrtf.stop_markers. `kind: jsonl` teachers contribute up to
 problems go in fixed chunks of rrtf.sample_chunk, chunk c sampled with its own seeds (from seed,
 c and the temperature index) and written whole to `<file>.chunks/chunk_<c>.jsonl` (a
 process-unique temporary name, fsync, rename), beside `settings.json` (the run's seed, chunk
-size, problem ids and student model directory; other settings are refused). Shard i of n (`--shard i/n`, or RANK /
-WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS) samples the chunks c with c % n == i; a re-run skips
+size, problem ids, student model directory and a digest of how each source samples:
+rrtf.student, rrtf.teachers, prompt template, stop markers, backend; other settings are
+refused). Shard i of n (`--shard i/n`, or RANK / WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS) samples the chunks c with c % n == i; a re-run skips
 chunks already on disk, so a killed shard resumes at its first missing chunk. When every chunk
 is on disk, the chunks are concatenated in chunk order into `<file>` (atomically): the same
 records in the same order whatever the number of shards, and whether or not a run was
@@ -21,6 +22,7 @@ interrupted. The chunk files stay (they are the resume state).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -206,7 +208,11 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
     path = Path(path)
     chunks_dir(path).mkdir(parents=True, exist_ok=True)
     ids = hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
+    how = json.dumps([dataclasses.asdict(cfg.student),
+                      [dataclasses.asdict(t) for t in cfg.teachers], cfg.stop_markers, cfg.prompt_template, cfg.quote_instruction,
+                      cfg.sample.backend], sort_keys=True)
     _check_settings(path, {"problems": len(problems), "problem_ids": ids, "seed": seed,
+                           "sampling": hashlib.sha256(how.encode()).hexdigest()[:16],
                            "chunk_size": chunk_size, "student": student is not None,
                            "student_model": (str(Path(student_model).resolve())
                                              if student_model else None)})

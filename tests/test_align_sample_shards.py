@@ -3,6 +3,7 @@ same file, a killed shard resumes at its first missing chunk, foreign chunks are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -95,6 +96,9 @@ def test_chunks_sampled_with_other_settings_are_refused(tmp_path):
                        shard=Shard(1, 2))
     with pytest.raises(DataError, match="different settings"):
         sample_to_file(out, problems[:-1], cfg, _fake_generate()[0], seed=3, chunk_size=2)
+    more = dataclasses.replace(cfg, student=SamplingConfig(samples=6, temperatures=[0.2, 1.0]))
+    with pytest.raises(DataError, match="different settings"):
+        sample_to_file(out, problems, more, _fake_generate()[0], seed=3, chunk_size=2)
     with pytest.raises(DataError, match="different settings"):
         sample_to_file(out, problems, cfg, _fake_generate()[0], seed=3, chunk_size=2,
                        shard=Shard(1, 2), student_model=tmp_path / "another_student")

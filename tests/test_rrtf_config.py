@@ -30,7 +30,7 @@ def test_presets_load_with_published_settings():
     ("rrtf.sample.backend=tgi", "rrtf.sample.backend='tgi' is not one of"),
     ("rrtf.sample.device=tpu", "rrtf.sample.device='tpu' is not one of"),
     ("rrtf.sample.dtype=int8", "rrtf.sample.dtype='int8' is not one of"),
-    ("rrtf.sample.tensor_parallel=2", "rrtf.sample.tensor_parallel=2 needs rrtf.sample.backend=vllm"),
+    ("rrtf.sample.tensor_parallel=2", "tensor_parallel=2 needs rrtf.sample.backend=vllm"),
     ("rrtf.sample={backend: vllm, device: cpu}", "rrtf.sample.backend=vllm runs on CUDA only"),
     ("rrtf.sample_chunk=0", "rrtf.sample_chunk=0 must be >= 1"),
     ("rrtf.executor=dask", "rrtf.executor='dask' is not one of"),

@@ -17,7 +17,8 @@ the vLLM backend for RRTF sampling).
   token ids are drawn. `backends.load_completer` picks one from the config.
 - Device and dtype: `auto` is CUDA in bf16 when present, else the CPU in fp32.
 - Seeding (hf): `torch.manual_seed(seed)` once per call, so the same prompts, settings and
-  batch size give the same completions (vllm: a seed per prompt, see vllm_engine). Greedy when temperature == 0, else temperature + nucleus sampling.
+  batch size give the same completions (vllm: a seed per prompt, see vllm_engine). Greedy when
+  temperature == 0, else temperature + nucleus sampling.
 
 Modules: `completer` (Completer, Sampling; no torch), `generator` (Generator, resolve_device;
 imports torch and transformers), `vllm_engine` (VLLMGenerator; imports vllm only in `load`),
