@@ -13,9 +13,9 @@ c and the temperature index) and written whole to `<file>.chunks/chunk_<c>.jsonl
 process-unique temporary name, fsync, rename), beside `settings.json` (the run's seed, chunk
 size, problem ids, student model directory and a digest of how each source samples:
 rrtf.student, rrtf.teachers, prompt template, stop markers, backend; other settings are
-refused). Shard i of n (`--shard i/n`, or RANK / WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS) samples the chunks c with c % n == i; a re-run skips
-chunks already on disk, so a killed shard resumes at its first missing chunk. When every chunk
-is on disk, the chunks are concatenated in chunk order into `<file>` (atomically): the same
+refused). Shard i of n (`--shard i/n`, or RANK / WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS)
+samples the chunks c with c % n == i; a re-run skips chunks already on disk, so a killed shard
+resumes at its first missing chunk. When every chunk is on disk, the chunks are concatenated in chunk order into `<file>` (atomically): the same
 records in the same order whatever the number of shards, and whether or not a run was
 interrupted. The chunk files stay (they are the resume state).
 """
