@@ -15,9 +15,9 @@ size, problem ids, student model directory and a digest of how each source sampl
 rrtf.student, rrtf.teachers, prompt template, stop markers, backend; other settings are
 refused). Shard i of n (`--shard i/n`, or RANK / WORLD_SIZE, SLURM_PROCID / SLURM_NTASKS)
 samples the chunks c with c % n == i; a re-run skips chunks already on disk, so a killed shard
-resumes at its first missing chunk. When every chunk is on disk, the chunks are concatenated in chunk order into `<file>` (atomically): the same
-records in the same order whatever the number of shards, and whether or not a run was
-interrupted. The chunk files stay (they are the resume state).
+resumes at its first missing chunk. When every chunk is on disk, the chunks are concatenated in
+chunk order into `<file>` (atomically): the same records in the same order whatever the number
+of shards, and whether or not a run was interrupted. The chunk files stay (the resume state).
 """
 
 from __future__ import annotations
@@ -209,8 +209,9 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
     chunks_dir(path).mkdir(parents=True, exist_ok=True)
     ids = hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
     how = json.dumps([dataclasses.asdict(cfg.student),
-                      [dataclasses.asdict(t) for t in cfg.teachers], cfg.stop_markers, cfg.prompt_template, cfg.quote_instruction,
-                      cfg.sample.backend], sort_keys=True)
+                      [dataclasses.asdict(t) for t in cfg.teachers], cfg.stop_markers,
+                      cfg.prompt_template, cfg.quote_instruction, cfg.sample.backend],
+                     sort_keys=True)
     _check_settings(path, {"problems": len(problems), "problem_ids": ids, "seed": seed,
                            "sampling": hashlib.sha256(how.encode()).hexdigest()[:16],
                            "chunk_size": chunk_size, "student": student is not None,
