@@ -219,9 +219,10 @@ def _evolve(args: argparse.Namespace) -> int:
                           "rrtf.evol_rounds=N (rounds of rewriting) on the command line or in "
                           "the config")
     if args.teacher_model:
-        from megatron_rrtf.generation.generator import Generator, Sampling
+        from megatron_rrtf.generation.backends import load_completer
+        from megatron_rrtf.generation.completer import Sampling
 
-        sampler = Generator.load(args.teacher_model).sampler(Sampling(
+        sampler = load_completer(args.teacher_model, cfg.sample).sampler(Sampling(
             max_new_tokens=args.max_new_tokens, batch_size=cfg.generation_batch_size))
 
         def teacher(prompts):
