@@ -246,3 +246,19 @@ def build_eval_streams(config: RunConfig, tokenizer: Tokenizer, dp_rank: int,
             continue
         streams[domain] = stream
     return streams
+
+
+def heldout_documents(config: RunConfig, tokenizer: Tokenizer, domain: str = "code"
+                      ) -> list[np.ndarray]:
+    """The held-out documents (token ids, EOD removed) of every source of `domain`, in
+    stored order: what infilling metrics cut holes in (never trained on)."""
+    manifest = _checked_manifest(config, tokenizer)
+    docs: list[np.ndarray] = []
+    for source_id, source in enumerate(config.data.sources):
+        if source.domain != domain:
+            continue
+        split = _open_split(config, manifest, source.name, source_id, "heldout")
+        for i in range(len(split.doc_lengths)):
+            tokens = np.asarray(split.dataset.get(i), dtype=np.int64)
+            docs.append(tokens[tokens != tokenizer.eod])
+    return docs
