@@ -209,8 +209,12 @@ def render_grid_report(records: Sequence[Mapping[str, Any]], meta: Mapping[str, 
              f"- model: {meta.get('preset', '?')}; {meta.get('steps', '?')} steps per run "
              "(the data axis' code + NL run: more, for equal code tokens)",
              f"- machine: {meta.get('machine', '?')}",
-             f"- wall time: {wall / 60:.1f} min in all" if isinstance(wall, (int, float))
-             else "- wall time: not recorded",
+             (f"- wall time: {wall / 60:.1f} min in all (this invocation; runs it found "
+              "finished were skipped)" if isinstance(wall, (int, float))
+              else "- wall time: not recorded"),
+             f"- run time: {meta['run_time_s'] / 60:.1f} min summed over the runs' training "
+             "and evaluation" if isinstance(meta.get("run_time_s"), (int, float))
+             else "- run time: not recorded",
              f"- noise rule: {RULE}; `*` marks a cell beyond noise of the axis' first setting",
              ""]
     rows = lesson_rows(stats)

@@ -8,6 +8,9 @@ demo picks up where it stopped; likewise a run whose RUN/eval/results.json is of
 with the same evaluation options is not evaluated again. The corpus is preprocessed only when
 data/builtin has no manifest.json yet (preprocessing again retrains the tokenizer, which would
 invalidate finished runs).
+
+With `--grid objectives|data|epochs|all` it runs the comparison grid over seeds instead
+(`mrrtf/commands/compare_grid.py`, docs/compare.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-HELP = "train 4 tiny runs differing only in objective mixture, evaluate and compare them (CPU)"
+HELP = ("train 4 tiny runs differing only in objective mixture, evaluate and compare them (CPU);"
+        " --grid: the objective / data / epochs comparison over seeds")
 
 RUNS = {  # run name -> objective mixture config (under the project's configs/)
     "causal": "objectives/causal.yaml",
@@ -76,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train: stop after pretraining")
     add_flags(p, demo_eval_options(), EVAL_FIELDS, EVAL_FLAGS)
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    from mrrtf.commands.compare_grid import add_grid_arguments
+
+    add_grid_arguments(p)
 
 
 def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
@@ -108,7 +115,8 @@ def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
 
 
 COMPARED_OPTIONS = ("tasks", "limit", "num_samples", "ks", "temperature", "top_p",
-                    "max_new_tokens", "infill_tasks", "infill_formats", "ppl_samples", "seed")
+                    "max_new_tokens", "infill_tasks", "infill_formats", "ppl_samples", "seed",
+                    "infill_loss_tasks", "infill_max_middle_tokens", "infill_exact_match")
 
 
 def evaluate_run(run_dir: Path, options) -> dict:
@@ -132,6 +140,10 @@ def evaluate_run(run_dir: Path, options) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grid:
+        from mrrtf.commands.compare_grid import run_grid_command
+
+        return run_grid_command(args)
     import torch
 
     t_start = time.time()
