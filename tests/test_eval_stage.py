@@ -221,7 +221,11 @@ def _fake_run(root: Path, name: str, rates: dict, evaluated: bool) -> Path:
                                                  "num_samples": 10, "temperature": 0.8,
                                                  "top_p": 0.95}},
                        "infill": {"num_tasks": {k: 4 for k in INFILL_KINDS}, "span": kinds,
-                                  "fim_psm": kinds, "fim_spm": {"skipped": "lacks <fim_pad>"}}}}
+                                  "fim_psm": kinds, "fim_spm": {"skipped": "lacks <fim_pad>"}},
+                       "infill_loss": {"num_tasks": {k: 3 for k in INFILL_KINDS},
+                                       "span": {k: {"bits_per_byte": 1.5, "num_tasks": 3,
+                                                    "exact_match": 1 / 3}
+                                                for k in INFILL_KINDS}}}}
         (run / "eval").mkdir()
         (run / "eval" / "results.json").write_text(json.dumps(results))
     return run
@@ -238,6 +242,7 @@ def test_compare_renders_a_report_of_two_runs_one_not_evaluated(tmp_path):
     assert "| causal+span | span | 0.250 | 0.250 | 0.250 |" in report
     assert "| causal+span | fim_spm | skipped: lacks <fim_pad> |" in report
     assert "| causal | not evaluated |" in report
+    assert "| causal+span | span | 1.500 / 0.333 | 1.500 / 0.333 | 1.500 / 0.333 |" in report
     for png in ("heldout_loss", "final_train_loss", "bits_per_byte", "infill_pass1", "train_loss"):
         assert (tmp_path / "report" / f"{png}.png").stat().st_size > 1000
         assert f"({png}.png)" in report
