@@ -37,7 +37,8 @@ the 8k-token embedding) on the built-in corpus, identical but for the objective 
 seed and steps). Train and eval times are below. Evaluation limits, to fit a CPU: HumanEval on
 its first {limit} problems, greedy pass@1 and pass@1/pass@10 from {samples} samples at T=0.8,
 top_p=0.95; infilling {infill_tasks} tasks per mask type from those problems, greedy; at most
-{max_new_tokens} new tokens; prompts cut to fit the 256-token context.
+{max_new_tokens} new tokens; prompts cut to fit the 256-token context; infill loss and exact
+match on {infill_loss_tasks} holes per mask type cut in held-out code.
 
 What the numbers can show at this scale: the held-out loss and bits-per-byte per domain (the
 causal LM loss every run is scored on) show what each objective mixture costs in left-to-right
@@ -169,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
                           note=NOTE.format(steps=args.steps, limit=options.limit,
                                            samples=options.num_samples,
                                            max_new_tokens=options.max_new_tokens,
-                                           infill_tasks=options.infill_tasks))
+                                           infill_tasks=options.infill_tasks,
+                                           infill_loss_tasks=options.infill_loss_tasks))
     print(f"report: {report}")
     print(f"compare demo finished in {time.time() - t_start:.0f} s")
     return 0
