@@ -35,7 +35,7 @@ def record(setting, seed, evaluated=True, axis="objectives", code=None):
                 summary[f"infill_loss/{fmt}/{kind}/exact_match"] = 0.0
     return {"key": f"{axis}/{setting}/seed{seed}", "axis": axis, "setting": setting,
             "seed": seed, "steps": 100, "describe": f"{setting} described",
-            "train": {"train_time_s": 10.0 + seed},
+            "train": {"train_time_s": 10.0 + seed, "effective_epochs": {"py": 0.5, "nl": 1.25}},
             "curve": [[10 * i, 5.0 - i / 10 + seed / 100] for i in range(1, 30)],
             "eval": {"summary": summary, "wall_time_s": 1.0, "step": 100} if evaluated
             else None}
@@ -83,6 +83,8 @@ def test_report_with_evaluations_has_lessons_tables_machine_and_wall_time():
     assert "| causal | 3 | 100 | 4.000 ± 0.020 |" in text  # the baseline is never marked
     assert "| causal+fim | 3 | 100 | 4.010 ± 0.020 |" in text  # within noise: no mark
     assert "### Infill bits per byte" in text and "quick mode" not in text
+    assert "- causal+fim: causal+fim described; passes over each source's training data: " \
+        "py 0.50, nl 1.25" in text
     assert "quick mode" in render_grid_report(records(), {**META, "quick": True})
 
 

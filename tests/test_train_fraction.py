@@ -6,6 +6,8 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from megatron_rrtf.data.stream import build_train_stream, subset_doc_ids
 from megatron_rrtf.errors import ConfigError
@@ -19,11 +21,17 @@ def with_fraction(config, fraction, seed=None):
     return config
 
 
-def test_the_kept_documents_are_fixed_and_nested():
-    quarter, whole = subset_doc_ids(400, 0.25), subset_doc_ids(400, 1.0)
-    assert len(quarter) == 100 and np.array_equal(whole, np.arange(400))
-    assert set(quarter) < set(subset_doc_ids(400, 0.5))
-    assert np.array_equal(quarter, subset_doc_ids(400, 0.25))
+@given(st.lists(st.integers(1, 500), min_size=1, max_size=60),
+       st.floats(min_value=0.01, max_value=1.0))
+def test_the_kept_documents_hold_the_share_of_tokens_fixed_and_nested(lengths, fraction):
+    lengths = np.asarray(lengths)
+    kept = subset_doc_ids(lengths, fraction)
+    assert np.array_equal(kept, subset_doc_ids(lengths, fraction)) and len(kept) >= 1
+    assert set(kept) <= set(subset_doc_ids(lengths, min(1.0, fraction * 2)))
+    share = lengths[kept].sum() / lengths.sum()
+    assert share >= fraction - 1e-9 or len(kept) == len(lengths)
+    assert len(kept) == 1 or share - lengths[kept].max() / lengths.sum() < fraction + 1e-9
+    assert np.array_equal(subset_doc_ids(lengths, 1.0), np.arange(len(lengths)))
 
 
 def test_a_quarter_of_the_documents_gives_four_times_the_epochs(tiny_data_config,

@@ -23,9 +23,10 @@ class SourceConfig:
     weight: float = 1.0
     """Relative share of training samples drawn from this source (normalised over sources)."""
     train_fraction: float = 1.0
-    """Share of the training split's documents used: a fixed pick (the same for every data.seed
-    and run), so that e.g. four passes over a quarter can be compared with one pass over the
-    whole at equal tokens. Like `weight`, changing it needs no new preprocessing."""
+    """Share of the training split's tokens used: whole documents in a fixed seeded order (the
+    same for every data.seed and run) until the share is reached, so that e.g. four passes over
+    a quarter can be compared with one pass over the whole at equal tokens. Like `weight`,
+    changing it needs no new preprocessing."""
     dir: str | None = None
     """A directory of files, one document each, selected by `glob`."""
     glob: str = "**/*"

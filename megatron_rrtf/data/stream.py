@@ -67,12 +67,16 @@ class DocumentSubset:
         return self.dataset.get(int(self.doc_ids[idx]), offset=offset, length=length)
 
 
-def subset_doc_ids(num_docs: int, fraction: float) -> np.ndarray:
-    """The documents `train_fraction` keeps: the first ceil(fraction * n) of a fixed seeded
-    permutation (seed 0, not data.seed: every run and seed sees the same sub-corpus), sorted;
-    a smaller fraction keeps a subset of a larger one's documents."""
-    keep = max(1, int(np.ceil(fraction * num_docs)))
-    return np.sort(np.random.default_rng(0).permutation(num_docs)[:keep])
+def subset_doc_ids(doc_lengths: np.ndarray, fraction: float) -> np.ndarray:
+    """The documents `train_fraction` keeps: whole documents in a fixed seeded order (seed 0,
+    not data.seed: every run and seed sees the same sub-corpus) until they hold `fraction` of
+    the tokens (at least one document), sorted; a smaller fraction keeps a subset of a larger
+    one's documents."""
+    lengths = np.asarray(doc_lengths, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(lengths))
+    held = np.cumsum(lengths[order])
+    keep = int(np.searchsorted(held, fraction * held[-1] - 0.5)) + 1 if len(held) else 0
+    return np.sort(order[:min(max(keep, 1), len(order))])
 
 
 def _open_split(config: RunConfig, manifest: dict, name: str, source_id: int,
@@ -82,8 +86,7 @@ def _open_split(config: RunConfig, manifest: dict, name: str, source_id: int,
     dataset = open_indexed(Path(config.data.output_dir) / info["prefix"], info)
     fraction = config.data.sources[source_id].train_fraction
     if split == "train" and fraction < 1.0:
-        dataset = DocumentSubset(dataset, subset_doc_ids(len(dataset.sequence_lengths),
-                                                         fraction))
+        dataset = DocumentSubset(dataset, subset_doc_ids(dataset.sequence_lengths, fraction))
     lengths = np.asarray(dataset.sequence_lengths)
     tokens = int(lengths.sum(dtype=np.int64)) if len(lengths) else 0
     return SourceSplit(name, source_id, dataset, lengths, tokens,

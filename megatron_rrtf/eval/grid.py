@@ -8,7 +8,8 @@ Axes (the questions a lab asks before it spends GPU months; CodeGen2's lessons):
   run trained for steps / code share, so both see the same number of code tokens.
 - `epochs`: causal LM on code only, one pass over a sub-corpus vs four passes over a quarter of
   it (data.sources[i].train_fraction), equal steps and so equal tokens; the sub-corpus is sized
-  so that the run's tokens are one pass over it.
+  so that the run's tokens are one pass over it. Sub-corpora are whole documents, so on a corpus
+  of few large documents the passes made differ from those planned: the report shows both.
 
 Every setting runs over `seeds` seeds: seed k sets train.seed (model init, objective draws) and
 data.seed (data order) to base + k. Run k of setting s of axis a lives in OUT/runs/a/s/seed<k>.
@@ -132,8 +133,8 @@ def axis_settings(axis: str, steps: int, data: DataFacts | None = None) -> list[
             passes = steps * data.tokens_per_step / (fraction * data.code_train_tokens)
             settings.append(Setting(
                 axis, name, CAUSAL, (_sources_override(data.sources, code_only, fractions),),
-                steps, f"causal LM on {fraction:.2%} of the code documents, ~{passes:.1f} "
-                       f"passes in {steps} steps"))
+                steps, f"causal LM on {fraction:.2%} of the code tokens (whole documents), "
+                       f"planned ~{passes:.1f} passes in {steps} steps"))
         return settings
     raise ConfigError(f"--grid {axis}: choose from {', '.join(AXES)}, all")
 

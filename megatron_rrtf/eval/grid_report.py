@@ -193,6 +193,20 @@ def infill_table(axis: str, stats: Mapping[tuple[str, str], Mapping[str, SeedSta
     return _table(["setting", "format", *INFILL_KINDS], rows)
 
 
+def _settings_list(axis: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per setting: what it is, and the passes its runs made over each source."""
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in records if r["axis"] == axis):
+        first = next(r for r in records if r["axis"] == axis and r["setting"] == setting)
+        line = f"- {setting}: {first.get('describe') or setting}"
+        epochs = (first.get("train") or {}).get("effective_epochs")
+        if epochs:
+            line += "; passes over each source's training data: " + ", ".join(
+                f"{name} {value:.2f}" for name, value in epochs.items())
+        lines.append(line)
+    return lines
+
+
 def render_grid_report(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
                        plots: Sequence[Path] = ()) -> str:
     """report.md's text. `meta`: command, steps, seeds, quick, preset, machine, wall_time_s."""
@@ -231,8 +245,7 @@ def render_grid_report(records: Sequence[Mapping[str, Any]], meta: Mapping[str, 
               "whitespace normalisation, mean over formats and mask types.", ""]
     for axis in axes:
         parts += [f"## Axis: {axis}", "", axis_table(axis, stats, records), ""]
-        described = dict.fromkeys(r.get("describe", "") for r in records if r["axis"] == axis)
-        parts += [f"- {d}" for d in described if d] + [""]
+        parts += _settings_list(axis, records) + [""]
         infill = infill_table(axis, stats)
         if infill:
             parts += [f"### Infill bits per byte by format and mask type ({axis})", "", infill,

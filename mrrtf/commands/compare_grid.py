@@ -85,13 +85,19 @@ class GridTrainer:
             *spec.setting.overrides])
 
     def __call__(self, spec, run_dir: Path) -> dict[str, Any]:
+        from megatron_rrtf.data.stream import build_train_stream
+        from megatron_rrtf.tokenizer.loader import load_tokenizer
         from pretrain.run import run_pretrain
 
         t0 = time.time()
-        summary = run_pretrain(self.config(spec, run_dir))
+        config = self.config(spec, run_dir)
+        summary = run_pretrain(config)
+        seconds = time.time() - t0
+        stream = build_train_stream(config, load_tokenizer(config.data.tokenizer), 0, 1,
+                                    config.train.train_steps * config.train.global_batch_size)
         return {"status": summary.get("status"), "step": summary.get("step"),
-                "consumed_tokens": summary.get("consumed_tokens"),
-                "train_time_s": time.time() - t0}
+                "consumed_tokens": summary.get("consumed_tokens"), "train_time_s": seconds,
+                "effective_epochs": stream.effective_epochs}
 
 
 @dataclass(frozen=True)
