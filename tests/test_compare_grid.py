@@ -127,8 +127,21 @@ def test_a_grid_killed_midway_resumes_with_the_unfinished_runs_only(tmp_path):
     assert len([c for c in CALLS if c.startswith("train")]) == 8
 
 
+def threads_seen(spec, run_dir: Path):
+    """Records the worker's thread setting as its 'evaluation'."""
+    import os
+
+    return {"summary": {"threads": int(os.environ["OMP_NUM_THREADS"]), "pid": os.getpid()}}
+
+
 def test_runs_go_to_worker_processes_when_jobs_allow(tmp_path):
-    records = run_grid(jobs_for(tmp_path, seeds=1), jobs=2, progress=False)
+    jobs = [GridJob(j.spec, j.run_dir, j.train_fn, threads_seen, j.train_key, "threads")
+            for j in jobs_for(tmp_path, seeds=1)]
+    records = run_grid(jobs, jobs=2, threads=3, progress=False)
+    import os
+
+    assert {r["eval"]["summary"]["threads"] for r in records} == {3}
+    assert os.getpid() not in {r["eval"]["summary"]["pid"] for r in records}
     assert [r["setting"] for r in records] == ["causal", "causal+span", "causal+fim",
                                                "causal+prefix_lm", "all4"]
     assert all((tmp_path / "runs" / r["key"] / "record.json").is_file() for r in records)

@@ -26,11 +26,12 @@ that many worker processes (spawned), each with `threads` torch threads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,9 +241,35 @@ def execute(job: GridJob) -> dict[str, Any]:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
+    """`threads` torch threads in this process: through the environment when torch is not
+    imported yet (a fresh worker; torch reads it at import), else directly."""
+    import sys
 
-    torch.set_num_threads(threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _threads_here(threads: int) -> Iterator[None]:
+    """`_init_worker` in this process for the block, then the thread settings as they were."""
+    import sys
+
+    env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    _init_worker(threads)
+    try:
+        yield
+    finally:
+        for var, value in env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 def default_jobs(threads_per_run: int = 1, cpus: int | None = None) -> int:
@@ -270,11 +297,11 @@ def run_grid(jobs_: Sequence[GridJob], jobs: int = 1, threads: int = 1,
                disable=not progress)
     try:
         if jobs == 1 or len(todo) <= 1:
-            _init_worker(threads)
-            for i in todo:
-                bar.set_postfix_str(jobs_[i].spec.key)
-                records[i] = execute(jobs_[i])
-                bar.update()
+            with _threads_here(threads):
+                for i in todo:
+                    bar.set_postfix_str(jobs_[i].spec.key)
+                    records[i] = execute(jobs_[i])
+                    bar.update()
         else:
             import multiprocessing
 
