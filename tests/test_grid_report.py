@@ -88,6 +88,14 @@ def test_report_with_evaluations_has_lessons_tables_machine_and_wall_time():
     assert "quick mode" in render_grid_report(records(), {**META, "quick": True})
 
 
+def test_the_report_says_whether_fim_came_for_free_and_span_did_not():
+    text = render_grid_report(records(), META)
+    assert "- FIM (causal 0.5 + FIM 0.5): Δ code loss +0.010, within seed noise" in text
+    assert "span corruption 0.5): Δ code loss +0.400, beyond seed noise: infill is not free" \
+        in text
+    assert "Which holds here" not in render_grid_report(records(seeds=1), META)
+
+
 def test_report_without_evaluations_says_so_everywhere():
     text = render_grid_report(records(evaluated=False), META)
     assert "code loss: not evaluated" in text

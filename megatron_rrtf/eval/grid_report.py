@@ -147,6 +147,30 @@ def lesson_rows(stats: Mapping[tuple[str, str], Mapping[str, SeedStats | None]]
     return rows
 
 
+def free_or_not(stats: Mapping[tuple[str, str], Mapping[str, SeedStats | None]]) -> list[str]:
+    """Which of "FIM for free" (Bavarian et al.) and "infill is not free" (CodeGen2) holds here:
+    one sentence per infill objective in the grid, from its held-out code loss vs causal."""
+    base = (stats.get(("objectives", "causal")) or {}).get("code loss")
+    lines = []
+    for setting, name in (("causal+fim", "FIM"), ("causal+span", "span corruption")):
+        other = (stats.get(("objectives", setting)) or {}).get("code loss")
+        marked = beyond_noise(other, base)
+        if marked is None:
+            continue
+        delta = other.mean - base.mean
+        if not marked:
+            lines.append(f"- {name} (causal 0.5 + {name} 0.5): Δ code loss {delta:+.3f}, within "
+                         "seed noise: infilling came for free at this scale.")
+        elif delta > 0:
+            lines.append(f"- {name} (causal 0.5 + {name} 0.5): Δ code loss {delta:+.3f}, beyond "
+                         "seed noise: infill is not free at this scale.")
+        else:
+            lines.append(f"- {name} (causal 0.5 + {name} 0.5): Δ code loss {delta:+.3f}, beyond "
+                         "seed noise in the model's favour: better than free at this scale.")
+    return (["Which holds here, \"FIM for free\" or \"infill is not free\":", "", *lines, ""]
+            if lines else [])
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
@@ -236,6 +260,7 @@ def render_grid_report(records: Sequence[Mapping[str, Any]], meta: Mapping[str, 
     if rows:
         parts += [_table(["lesson", "finding (paper)", "our measurement",
                           "beyond seed noise?", "agrees?"], rows), ""]
+        parts += free_or_not(stats)
     else:
         parts += ["No lesson's settings are in this grid.", ""]
     parts += ["Code loss / bpb: held-out causal LM loss on the code domain (`mrrtf eval` "
