@@ -103,6 +103,17 @@ def test_report_without_evaluations_says_so_everywhere():
     assert "Not evaluated (15 runs)" in text and "### Infill" not in text
 
 
+def test_pass_at_k_columns_appear_only_when_evaluated():
+    assert "humaneval pass@1" not in render_grid_report(records(), META)
+    with_passk = records()
+    for r in with_passk:
+        r["eval"]["summary"]["humaneval/greedy/pass@1"] = 0.25
+        r["eval"]["summary"]["infill/span/single_line/pass@1"] = 0.5
+    text = render_grid_report(with_passk, META)
+    assert "| exact match | humaneval pass@1 | infill pass@1 |" in text
+    assert "| 0.000 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 |" in text
+
+
 def test_one_seed_cannot_say_whether_a_difference_is_noise():
     rows = {r[0]: r for r in lesson_rows(aggregate_settings(records(seeds=1)))}
     assert rows["Infill is not free"][3].startswith("n/a")

@@ -73,7 +73,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def run_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
     """One run's numbers for the tables: "<domain> loss|bpb", "code loss|bpb" (first code
     domain), "infill bpb <fmt>" (mean over mask types), "infill bpb <fmt>/<kind>", "infill loss
-    <fmt>", "exact match" (mean over formats and mask types), "train time (s)"."""
+    <fmt>", "exact match" (mean over formats and mask types), "humaneval pass@1" (greedy) and
+    "infill pass@1" (mean) when evaluated, "train time (s)"."""
     out: dict[str, float | None] = {}
     summary = ((record.get("eval") or {}).get("summary")) or {}
     domains = sorted({k.split("/", 1)[1].rsplit("/", 1)[0] for k in summary
@@ -96,6 +97,10 @@ def run_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
         out[f"infill bpb {fmt}"] = _mean(bpbs)
         out[f"infill loss {fmt}"] = _mean(losses)
     out["exact match"] = _mean(matches)
+    # pass@k, when evaluated (--humaneval): 0 for tiny models, kept for larger ones
+    out["humaneval pass@1"] = summary.get("humaneval/greedy/pass@1")
+    out["infill pass@1"] = _mean([summary.get(f"infill/{f}/{k}/pass@1")
+                                  for f in INFILL_FORMATS for k in INFILL_KINDS])
     out["train time (s)"] = (record.get("train") or {}).get("train_time_s")
     return out
 
@@ -178,7 +183,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 AXIS_METRICS = ("code loss", "code bpb", "nl bpb", "infill bpb span", "infill bpb fim_psm",
-                "infill bpb fim_spm", "exact match", "train time (s)")
+                "infill bpb fim_spm", "exact match", "humaneval pass@1", "infill pass@1",
+                "train time (s)")
 
 
 def _cell(stats: SeedStats | None, base: SeedStats | None, is_base: bool,
