@@ -33,7 +33,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,6 @@ class GridJob:
     eval_fn: EvalFn | None
     train_key: str
     eval_key: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -234,7 +233,6 @@ def execute(job: GridJob) -> dict[str, Any]:
         "eval": None if results is None else {
             "summary": results.get("summary", {}), "wall_time_s": results.get("wall_time_s"),
             "step": results.get("step")},
-        **job.extra,
     }
     _write_json(record_path(run_dir), record)
     return {**record, "skipped": False}
