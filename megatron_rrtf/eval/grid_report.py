@@ -266,6 +266,10 @@ def render_grid_report(records: Sequence[Mapping[str, Any]], meta: Mapping[str, 
     if rows:
         parts += [_table(["lesson", "finding (paper)", "our measurement",
                           "beyond seed noise?", "agrees?"], rows), ""]
+        parts += ["Findings paraphrased from CodeGen2 (Nijkamp et al. 2023, arXiv:2305.02309; "
+                  "CodeGen2.5), Bavarian et al. 2022 (arXiv:2207.14255) and Muennighoff et al. "
+                  "2023 (arXiv:2305.16264), at their scales (1B+ parameters); \"agrees?\" "
+                  "reads the measured Δ against the direction each finding predicts.", ""]
         parts += free_or_not(stats)
     else:
         parts += ["No lesson's settings are in this grid.", ""]
