@@ -58,3 +58,14 @@ def test_plot_runs_draws_smoothed_train_curves_for_a_run(tmp_path):
     paths = plot_runs([run], tmp_path / "plots", smoothing=0.8)
     assert [p.name for p in paths] == ["train_loss.png", "eval_loss.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_mrrtf_plot_refuses_a_smoothing_weight_of_one(tmp_path):
+    from mrrtf.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 1.0})
+                                       + "\n")
+    assert main(["plot", str(run), "--smoothing", "1", "--out", str(tmp_path / "p")]) == 2
+    assert main(["plot", str(run), "--smoothing", "0", "--out", str(tmp_path / "p")]) == 0

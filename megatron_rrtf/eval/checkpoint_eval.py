@@ -241,7 +241,7 @@ def run_infill_loss(step_dir: Path, generator, options: EvalOptions) -> dict[str
 
     config = load_config(step_dir / "config.yaml")
     tokenizer = load_tokenizer(config.data.tokenizer)
-    ids, m = tokenizer.special_ids, config.model
+    m = config.model
     docs = [tokenizer.decode(d.tolist()) for d in heldout_documents(config, tokenizer)]
     # a quarter of the context at most, so the prompt keeps most of it
     max_middle = min(options.infill_max_middle_tokens, max(m.seq_length // 4, 1))
@@ -260,6 +260,7 @@ def run_infill_loss(step_dir: Path, generator, options: EvalOptions) -> dict[str
             formats.append(fmt)
     if not formats:
         return out
+    ids = tokenizer.special_ids  # every format left has its tokens
     with process_groups(ParallelConfig(), config.train.seed):
         model = load_megatron_model(config, step_dir, m.padded_vocab_for(tokenizer.vocab_size))
         losses = infill_loss(megatron_token_nll(model, m.attention_backend == "local"),
