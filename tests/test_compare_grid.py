@@ -147,3 +147,23 @@ def test_runs_go_to_worker_processes_when_jobs_allow(tmp_path):
     assert all((tmp_path / "runs" / r["key"] / "record.json").is_file() for r in records)
     assert default_jobs(1, cpus=8) == 8 and default_jobs(3, cpus=8) == 2
     assert default_jobs(4, cpus=2) == 1
+
+
+def test_seed_k_sets_model_init_and_data_order_and_the_setting_its_data(tmp_path):
+    from megatron_rrtf.config.bundled import bundled_config
+    from mrrtf.commands.compare_grid import BASE_SEED, PRESETS, GridTrainer
+
+    trainer = GridTrainer((str(bundled_config("tiny.yaml")),
+                           str(bundled_config("data/builtin.yaml"))),
+                          ("data.tokenizer=tok.model", *PRESETS["small"]))
+    config = trainer.config(grid_specs(["objectives"], 50, 3)[11], tmp_path)  # causal+span k=2
+    assert config.train.seed == config.data.seed == BASE_SEED + 2
+    assert config.objectives.probabilities()[:2] == (0.5, 0.5)
+    assert config.model.hidden_size == 256 and config.train.train_steps == 50
+    builtin = DataFacts([{"name": "stdlib_python", "domain": "code", "weight": 0.7, "dir": "c"},
+                         {"name": "english_prose", "domain": "nl", "weight": 0.3, "dir": "n"}],
+                        10_000, 2048)
+    code, mixed = (trainer.config(spec, tmp_path) for spec in grid_specs(["data"], 50, 1, builtin))
+    assert [s.weight for s in code.data.sources] == [0.7, 0.0]
+    assert [s.weight for s in mixed.data.sources] == [0.7, 0.3]
+    assert mixed.train.train_steps == round(50 / 0.7)
