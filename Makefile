@@ -3,12 +3,13 @@
 #   make test   the test suite (what CI runs)
 #   make test-fast   the suite minus the slow tests, for the inner loop
 #   make compare-demo   4 tiny runs differing only in objective mixture, evaluated and compared
+#   make compare-grid   the objective grid over 3 seeds (docs/compare.md; GRID=all for every axis)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare-demo test test-fast lint install clean
+.PHONY: demo compare-demo compare-grid test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +34,10 @@ demo: $(STAMP)
 
 compare-demo: $(STAMP)
 	$(BIN)/mrrtf compare-demo --out compare_out
+
+GRID ?= objectives
+compare-grid: $(STAMP)
+	$(BIN)/mrrtf compare-demo --grid $(GRID) --out compare_out
 
 lint: $(STAMP)
 	$(BIN)/ruff check megatron_rrtf pretrain align mrrtf tests benchmarks

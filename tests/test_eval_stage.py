@@ -71,7 +71,8 @@ def test_perplexity_equals_the_training_loops_heldout_loss_on_the_same_samples(t
 def test_eval_cli_writes_results_json_with_every_field(trained_run):
     code = main(["eval", str(trained_run), "--limit", "2", "--samples", "2", "--ks", "1,2",
                  "--max-new-tokens", "8", "--infill-tasks", "2", "--workers", "2",
-                 "--temperature", "0.7", "--seed", "5", "--threads", "1"])
+                 "--temperature", "0.7", "--seed", "5", "--threads", "1",
+                 "--infill-loss-tasks", "3"])
     assert code == 0
     results = json.loads((trained_run / "eval" / "results.json").read_text())
     assert {"checkpoint", "step_dir", "hf_dir", "step", "consumed_tokens", "config", "options",
@@ -81,7 +82,8 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
     options = results["options"]
     assert (options["temperature"], options["top_p"], options["seed"],
             options["num_samples"], options["limit"]) == (0.7, 0.95, 5, 2, 2)
-    assert set(results["task_wall_time_s"]) == {"perplexity", "humaneval", "infill"}
+    assert set(results["task_wall_time_s"]) == {"perplexity", "humaneval", "infill",
+                                                "infill_loss"}
     tasks = results["tasks"]
     assert {"loss", "perplexity", "bits_per_byte"} <= set(tasks["perplexity"]["nl"])
     assert set(tasks["humaneval"]["greedy"]["pass@k"]) == {"1"}
@@ -92,6 +94,18 @@ def test_eval_cli_writes_results_json_with_every_field(trained_run):
             assert tasks["infill"][fmt][kind]["num_tasks"] == 2
             assert 0.0 <= tasks["infill"][fmt][kind]["pass@1"] <= 1.0
     assert "infill/fim_spm/random_span/pass@1" in results["summary"]
+    infill_loss = tasks["infill_loss"]
+    assert infill_loss["num_documents"] > 0 and infill_loss["num_tasks"]["random_span"] > 0
+    for fmt in ("span", "fim_psm", "fim_spm"):
+        for kind in INFILL_KINDS:  # seq 32: a middle of <= 8 tokens; some kinds may have none
+            r = infill_loss[fmt][kind]
+            assert r["num_tasks"] == infill_loss["num_tasks"][kind]
+            if not r["num_tasks"]:
+                continue
+            assert 0 < r["loss"] < 20 and 0.0 <= r["exact_match"] <= 1.0
+            assert r["bits_per_byte"] == pytest.approx(
+                r["loss"] * r["num_tokens"] / math.log(2) / r["num_bytes"])
+            assert f"infill_loss/{fmt}/{kind}/bpb" in results["summary"]
     assert results["summary"]["sandbox_harness_errors"] == 0
 
 
@@ -207,7 +221,11 @@ def _fake_run(root: Path, name: str, rates: dict, evaluated: bool) -> Path:
                                                  "num_samples": 10, "temperature": 0.8,
                                                  "top_p": 0.95}},
                        "infill": {"num_tasks": {k: 4 for k in INFILL_KINDS}, "span": kinds,
-                                  "fim_psm": kinds, "fim_spm": {"skipped": "lacks <fim_pad>"}}}}
+                                  "fim_psm": kinds, "fim_spm": {"skipped": "lacks <fim_pad>"}},
+                       "infill_loss": {"num_tasks": {k: 3 for k in INFILL_KINDS},
+                                       "span": {k: {"bits_per_byte": 1.5, "num_tasks": 3,
+                                                    "exact_match": 1 / 3}
+                                                for k in INFILL_KINDS}}}}
         (run / "eval").mkdir()
         (run / "eval" / "results.json").write_text(json.dumps(results))
     return run
@@ -224,6 +242,7 @@ def test_compare_renders_a_report_of_two_runs_one_not_evaluated(tmp_path):
     assert "| causal+span | span | 0.250 | 0.250 | 0.250 |" in report
     assert "| causal+span | fim_spm | skipped: lacks <fim_pad> |" in report
     assert "| causal | not evaluated |" in report
+    assert "| causal+span | span | 1.500 / 0.333 | 1.500 / 0.333 | 1.500 / 0.333 |" in report
     for png in ("heldout_loss", "final_train_loss", "bits_per_byte", "infill_pass1", "train_loss"):
         assert (tmp_path / "report" / f"{png}.png").stat().st_size > 1000
         assert f"({png}.png)" in report

@@ -22,6 +22,11 @@ class SourceConfig:
     """For code: e.g. python. Held-out evaluation is grouped per domain ("nl", "code/python")."""
     weight: float = 1.0
     """Relative share of training samples drawn from this source (normalised over sources)."""
+    train_fraction: float = 1.0
+    """Share of the training split's tokens used: whole documents in a fixed seeded order (the
+    same for every data.seed and run) until the share is reached, so that e.g. four passes over
+    a quarter can be compared with one pass over the whole at equal tokens. Like `weight`,
+    changing it needs no new preprocessing."""
     dir: str | None = None
     """A directory of files, one document each, selected by `glob`."""
     glob: str = "**/*"
@@ -47,6 +52,8 @@ class SourceConfig:
             raise ConfigError(f"{key}.files is empty; list at least one file")
         if self.weight < 0:
             raise ConfigError(f"{key}.weight={self.weight} must be >= 0")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"{key}.train_fraction={self.train_fraction} must be in (0, 1]")
         if not self.field:
             raise ConfigError(f"{key}.field must be a non-empty field name")
 

@@ -53,11 +53,40 @@ class SourceSplit:
     samples_per_epoch: int
 
 
+class DocumentSubset:
+    """Some documents of an IndexedDataset, renumbered 0..n-1 (what packing reads: `get`)."""
+
+    def __init__(self, dataset, doc_ids: np.ndarray) -> None:
+        self.dataset, self.doc_ids = dataset, np.asarray(doc_ids, dtype=np.int64)
+        self.sequence_lengths = np.asarray(dataset.sequence_lengths)[self.doc_ids]
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def get(self, idx: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        return self.dataset.get(int(self.doc_ids[idx]), offset=offset, length=length)
+
+
+def subset_doc_ids(doc_lengths: np.ndarray, fraction: float) -> np.ndarray:
+    """The documents `train_fraction` keeps: whole documents in a fixed seeded order (seed 0,
+    not data.seed: every run and seed sees the same sub-corpus) until they hold `fraction` of
+    the tokens (at least one document), sorted; a smaller fraction keeps a subset of a larger
+    one's documents."""
+    lengths = np.asarray(doc_lengths, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(lengths))
+    held = np.cumsum(lengths[order])
+    keep = int(np.searchsorted(held, fraction * held[-1] - 0.5)) + 1 if len(held) else 0
+    return np.sort(order[:min(max(keep, 1), len(order))])
+
+
 def _open_split(config: RunConfig, manifest: dict, name: str, source_id: int,
                 split: str) -> SourceSplit:
     entry = manifest["sources"][name]
     info = entry["splits"][split]
     dataset = open_indexed(Path(config.data.output_dir) / info["prefix"], info)
+    fraction = config.data.sources[source_id].train_fraction
+    if split == "train" and fraction < 1.0:
+        dataset = DocumentSubset(dataset, subset_doc_ids(dataset.sequence_lengths, fraction))
     lengths = np.asarray(dataset.sequence_lengths)
     tokens = int(lengths.sum(dtype=np.int64)) if len(lengths) else 0
     return SourceSplit(name, source_id, dataset, lengths, tokens,
@@ -78,8 +107,9 @@ def _checked_manifest(config: RunConfig, tokenizer: Tokenizer) -> dict:
         if source.name not in manifest["sources"]:
             raise DataError(f"source {source.name} is not in {config.data.output_dir}/manifest.json;"
                             " run `mrrtf preprocess` with this config")
-        now = {k: v for k, v in vars(source).items() if k != "weight"}
-        then = {k: v for k, v in recorded.get(source.name, {}).items() if k != "weight"}
+        free = ("weight", "train_fraction")  # read at training time, not preprocessing
+        now = {k: v for k, v in vars(source).items() if k not in free}
+        then = {k: v for k, v in recorded.get(source.name, {}).items() if k not in free}
         if now != then:
             raise DataError(f"source {source.name} changed since it was preprocessed "
                             f"(was {then}, now {now}); rerun `mrrtf preprocess`")
@@ -246,3 +276,19 @@ def build_eval_streams(config: RunConfig, tokenizer: Tokenizer, dp_rank: int,
             continue
         streams[domain] = stream
     return streams
+
+
+def heldout_documents(config: RunConfig, tokenizer: Tokenizer, domain: str = "code"
+                      ) -> list[np.ndarray]:
+    """The held-out documents (token ids, EOD removed) of every source of `domain`, in
+    stored order: what infilling metrics cut holes in (never trained on)."""
+    manifest = _checked_manifest(config, tokenizer)
+    docs: list[np.ndarray] = []
+    for source_id, source in enumerate(config.data.sources):
+        if source.domain != domain:
+            continue
+        split = _open_split(config, manifest, source.name, source_id, "heldout")
+        for i in range(len(split.doc_lengths)):
+            tokens = np.asarray(split.dataset.get(i), dtype=np.int64)
+            docs.append(tokens[tokens != tokenizer.eod])
+    return docs

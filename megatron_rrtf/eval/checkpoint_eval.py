@@ -11,7 +11,11 @@ one generation path (prompts fitted to the context, stops, batching, device). Ta
 - `humaneval`: greedy pass@1 and sampled pass@k (`num_samples` completions per problem,
   temperature / top_p) with the exported HF model;
 - `infill`: HumanEval infilling (single-line, multi-line, random-span) in the span-corruption
-  and FIM PSM/SPM prompt formats, greedy pass@1 (`eval.infill_formats`).
+  and FIM PSM/SPM prompt formats, greedy pass@1 (`eval.infill_formats`);
+- `infill_loss`: infill loss (NLL and bits-per-byte of the true middle given prefix and suffix,
+  our megatron model) and greedy exact match (the exported HF model), per prompt format and mask
+  type, on holes cut in the run's own held-out code (`eval.infill_loss`): the infilling metrics
+  that still move for a tiny model. Needs our training checkpoint, like `perplexity`.
 
 Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval,
 counted as `prompts_truncated`) or the far ends of prefix and suffix (infilling). The results
@@ -35,7 +39,7 @@ from megatron_rrtf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("perplexity", "humaneval", "infill")
+TASKS = ("perplexity", "humaneval", "infill", "infill_loss")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class EvalOptions:
     infill_tasks: int | None = 100
     """Tasks per mask type (drawn evenly, seeded); None: all of them."""
     infill_formats: tuple[str, ...] = ("span", "fim_psm", "fim_spm")
+    infill_loss_tasks: int = 64
+    """Held-out code holes per mask type for infill loss and exact match."""
+    infill_max_middle_tokens: int = 48
+    """Longest middle (tokens) of a held-out hole; exact match generates this many + 8."""
+    infill_exact_match: bool = True
+    """Also generate the middles greedily for exact match (else the loss only, much faster)."""
     ppl_samples: int | None = None
     """Held-out samples per domain (the first N); None: all."""
     timeout_s: float = 5.0
@@ -81,6 +91,8 @@ class EvalOptions:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.num_samples < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("need --samples >= 0, --max-new-tokens >= 1, --batch-size >= 1")
+        if self.infill_loss_tasks < 1 or self.infill_max_middle_tokens < 1:
+            raise ConfigError("need --infill-loss-tasks >= 1 and --infill-max-middle-tokens >= 1")
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,78 @@ def run_infill(generator, problems: dict, options: EvalOptions) -> dict[str, Any
     return out
 
 
+def run_infill_loss(step_dir: Path, generator, options: EvalOptions) -> dict[str, Any]:
+    """Infill loss (and exact match when `generator` is given) per prompt format and mask type
+    on the run's held-out code; a format the tokenizer cannot express is skipped with the
+    reason."""
+    from megatron_rrtf.config import ParallelConfig, load_config
+    from megatron_rrtf.data.stream import heldout_documents
+    from megatron_rrtf.eval.infill_formats import (
+        INFILL_KINDS,
+        PROMPT_SPECIAL_TOKENS,
+        missing_tokens,
+    )
+    from megatron_rrtf.eval.infill_loss import (
+        exact_match,
+        heldout_infill_tasks,
+        infill_loss,
+        megatron_token_nll,
+    )
+    from megatron_rrtf.eval.perplexity import load_megatron_model
+    from megatron_rrtf.parallel.init import process_groups
+    from megatron_rrtf.tokenizer.loader import load_tokenizer
+
+    config = load_config(step_dir / "config.yaml")
+    tokenizer = load_tokenizer(config.data.tokenizer)
+    m = config.model
+    docs = [tokenizer.decode(d.tolist()) for d in heldout_documents(config, tokenizer)]
+    # a quarter of the context at most, so the prompt keeps most of it
+    max_middle = min(options.infill_max_middle_tokens, max(m.seq_length // 4, 1))
+    tasks_by_kind = {kind: heldout_infill_tasks(docs, kind, options.infill_loss_tasks,
+                                                tokenizer.encode, max_middle, options.seed)
+                     for kind in INFILL_KINDS}
+    out: dict[str, Any] = {"num_tasks": {k: len(t) for k, t in tasks_by_kind.items()},
+                           "num_documents": len(docs)}
+    formats = []
+    for fmt in options.infill_formats:
+        missing = missing_tokens(fmt, tokenizer.token_to_id)
+        if missing:
+            out[fmt] = {"skipped": f"the tokenizer lacks {', '.join(missing)}, which the {fmt} "
+                                   "prompt format needs"}
+        else:
+            formats.append(fmt)
+    if not formats:
+        return out
+    ids = tokenizer.special_ids  # every format left has its tokens
+    with process_groups(ParallelConfig(), config.train.seed):
+        model = load_megatron_model(config, step_dir, m.padded_vocab_for(tokenizer.vocab_size))
+        losses = infill_loss(megatron_token_nll(model, m.attention_backend == "local"),
+                             tasks_by_kind, formats, tokenizer.encode, ids, m.seq_length)
+    for fmt in formats:
+        out[fmt] = losses[fmt]
+    if generator is not None:
+        from megatron_rrtf.generation.generator import Sampling
+
+        max_new = max_middle + 8
+        budget = generator.prompt_budget(max_new)
+        budget = None if budget is None else budget - PROMPT_SPECIAL_TOKENS
+
+        def complete(prompts):
+            if not prompts:
+                return []
+            sampling = Sampling(max_new_tokens=max_new, batch_size=options.batch_size,
+                                stop_token_ids=tuple(prompts[0].stop_ids), seed=options.seed)
+            middles = generator.generate([p.prompt_ids for p in prompts], sampling,
+                                         progress=options.progress, desc="infill exact match")
+            return [samples[0] for samples in middles]
+
+        matches = exact_match(complete, tasks_by_kind, formats, tokenizer.encode, ids, budget)
+        for fmt in formats:
+            for kind, r in matches[fmt].items():
+                out[fmt][kind]["exact_match"] = r["exact_match"]
+    return out
+
+
 def summarize(tasks: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers, flat: ppl/<domain>/{loss,bpb}, humaneval/pass@k, infill/fmt/kind."""
     summary: dict[str, Any] = {}
@@ -224,6 +308,15 @@ def summarize(tasks: dict[str, Any]) -> dict[str, Any]:
             for kind, s in r.items():
                 summary[f"infill/{fmt}/{kind}/pass@1"] = s["pass@1"]
                 harness += s.get("harness_errors", 0)
+    for fmt, r in (tasks.get("infill_loss") or {}).items():
+        if isinstance(r, dict) and "skipped" not in r and fmt not in ("num_tasks",):
+            for kind, s in r.items():
+                if not s["num_tasks"]:
+                    continue
+                summary[f"infill_loss/{fmt}/{kind}/loss"] = s["loss"]
+                summary[f"infill_loss/{fmt}/{kind}/bpb"] = s["bits_per_byte"]
+                if "exact_match" in s:
+                    summary[f"infill_loss/{fmt}/{kind}/exact_match"] = s["exact_match"]
     if he or tasks.get("infill"):
         summary["sandbox_harness_errors"] = harness  # > 0: verdicts lost to the sandbox itself
     return summary
@@ -252,11 +345,15 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
                 load_config(resolved.step_dir / "config.yaml"), resolved.step_dir,
                 options.ppl_samples)
         times["perplexity"] = time.time() - t0
-    if {"humaneval", "infill"} & set(options.tasks):
-        from megatron_rrtf.eval.humaneval import load_problems
+    generator = None
+    if {"humaneval", "infill"} & set(options.tasks) or (
+            "infill_loss" in options.tasks and options.infill_exact_match):
         from megatron_rrtf.generation.generator import Generator
 
         generator = Generator.load(resolved.hf_dir, device=options.device)
+    if {"humaneval", "infill"} & set(options.tasks):
+        from megatron_rrtf.eval.humaneval import load_problems
+
         problems = load_problems()
         if options.limit is not None:
             problems = dict(list(problems.items())[: options.limit])
@@ -265,6 +362,14 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
                 t0 = time.time()
                 tasks[name] = fn(generator, problems, options)
                 times[name] = time.time() - t0
+    if "infill_loss" in options.tasks:
+        t0 = time.time()
+        if resolved.step_dir is None:
+            tasks["infill_loss"] = {"skipped": "needs our training checkpoint (its config.yaml "
+                                               "names the held-out data); this HF dir is not one"}
+        else:
+            tasks["infill_loss"] = run_infill_loss(resolved.step_dir, generator, options)
+        times["infill_loss"] = time.time() - t0
     return {
         "checkpoint": str(Path(path).resolve()),
         "step_dir": str(resolved.step_dir.resolve()) if resolved.step_dir else None,

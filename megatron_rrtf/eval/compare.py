@@ -4,7 +4,8 @@ Per run it reads RUN/metrics.jsonl (train and eval records) and RUN/eval/results
 `mrrtf eval`); a run without results is shown as "not evaluated". Sections: the runs (objective
 mixture, steps, tokens, final train loss overall and per objective), held-out loss per domain
 over tokens (from the training loop's eval records), perplexity and bits-per-byte per domain,
-HumanEval pass@1 / pass@10, and infilling pass@1 per prompt format and mask type.
+HumanEval pass@1 / pass@10, infilling pass@1 per prompt format and mask type, and infill loss
+(bits per byte) / exact match on held-out code. Train curves are smoothed over the raw ones.
 """
 
 from __future__ import annotations
@@ -167,6 +168,40 @@ def _plots(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def _infill_loss_section(runs: list[dict]) -> list[str]:
+    """Infill bits per byte / exact match on held-out code (`mrrtf eval` task infill_loss);
+    nothing when no run has it (results from before the task existed)."""
+    if not any(_pass(run["results"], "infill_loss") for run in runs):
+        return []
+    rows = []
+    for run in runs:
+        r = _pass(run["results"], "infill_loss")
+        if r is None:
+            rows.append([run["name"], NOT_EVALUATED] + [""] * len(INFILL_KINDS))
+            continue
+        if "skipped" in r:
+            rows.append([run["name"], f"skipped: {r['skipped']}"]
+                        + [""] * len(INFILL_KINDS))
+            continue
+        for fmt in INFILL_FORMATS:
+            cells = r.get(fmt)
+            if cells is None:
+                continue
+            if "skipped" in cells:
+                rows.append([run["name"], fmt, f"skipped: {cells['skipped']}"]
+                            + [""] * (len(INFILL_KINDS) - 1))
+                continue
+            rows.append([run["name"], fmt] + [
+                "–" if not cells.get(k, {}).get("num_tasks") else
+                f"{cells[k]['bits_per_byte']:.3f}"
+                + (f" / {cells[k]['exact_match']:.3f}" if "exact_match" in cells[k] else "")
+                for k in INFILL_KINDS])
+    return ["## Infill loss on held-out code: bits per byte of the true middle / exact match",
+            "", "Given prefix and suffix in each prompt format; holes cut in the run's own "
+            "held-out code (`eval.infill_loss`). Lower bits per byte is better.", "",
+            _table(["run", "format"] + list(INFILL_KINDS), rows), ""]
+
+
 def render_report(runs: list[dict], plots: list[Path], note: str = "") -> str:
     """report.md's text."""
     parts = ["# Objective comparison", ""]
@@ -237,6 +272,7 @@ def render_report(runs: list[dict], plots: list[Path], note: str = "") -> str:
                                                   for k in INFILL_KINDS])
     parts += ["## Infilling pass@1 (greedy), by prompt format and mask type", "",
               _table(["run", "format"] + list(INFILL_KINDS), rows), ""]
+    parts += _infill_loss_section(runs)
     settings = []
     for run in runs:
         if run["results"]:

@@ -1,10 +1,42 @@
-"""Loss curves of one or several runs (per objective, per eval domain) from their metrics.jsonl."""
+"""Loss curves of one or several runs (per objective, per eval domain) from their metrics.jsonl.
+
+Per-step train losses of small batches are too noisy to compare by eye, so each train curve is
+drawn as a smoothed line over its faint raw one, as TensorBoard and wandb do: an exponential
+moving average, debiased at the start (`ema_smooth`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from megatron_rrtf.jsonl import read_jsonl
+
+DEFAULT_SMOOTHING = 0.9
+"""EMA weight of the past (TensorBoard's slider; 0: raw). 0.9 averages over ~10 steps."""
+
+
+def ema_smooth(values: Sequence[float], weight: float = DEFAULT_SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: s_t = w * s_{t-1} + (1 - w) * x_t from s_0 = 0, divided by
+    1 - w**(t+1) so the start is not pulled towards 0 (the first value is x_0 itself, and a
+    constant series stays constant)."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight {weight} must be in [0, 1)")
+    out, last = [], 0.0
+    for t, value in enumerate(values, 1):
+        last = weight * last + (1.0 - weight) * value
+        out.append(last / (1.0 - weight ** t))
+    return out
+
+
+def plot_smoothed(ax, xs: Sequence[float], ys: Sequence[float], label: str,
+                  smoothing: float = DEFAULT_SMOOTHING, color=None) -> None:
+    """The raw curve faint, its EMA on top in the same colour (one legend entry)."""
+    if smoothing <= 0:
+        ax.plot(xs, ys, label=label, linewidth=1, color=color)
+        return
+    (raw,) = ax.plot(xs, ys, linewidth=0.8, alpha=0.25, color=color)
+    ax.plot(xs, ema_smooth(ys, smoothing), label=label, linewidth=1.4, color=raw.get_color())
 
 
 def read_run_metrics(run_dir: str | Path) -> list[dict]:
@@ -21,8 +53,10 @@ def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list
     return xs, ys
 
 
-def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
-    """Write train_loss.png (overall + per objective) and eval_loss.png (per domain)."""
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path,
+              smoothing: float = DEFAULT_SMOOTHING) -> list[Path]:
+    """Write train_loss.png (overall + per objective; smoothed over the faint raw curve) and
+    eval_loss.png (per domain)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +73,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
                          for k, v in r.items()
                          if (k == "loss" or k.startswith("loss/")) and v is not None})
     written = [_panels(plt, runs, "train", train_keys, out / "train_loss.png", "tokens",
-                       lambda key: key)]
+                       lambda key: key, smoothing)]
     eval_keys = sorted({k for recs in runs.values() for r in recs if r.get("kind") == "eval"
                         for k in r if k.startswith("eval/")})
     if eval_keys:
@@ -50,15 +84,18 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
 
 
 def _panels(plt, runs: dict[str, list[dict]], kind: str, keys: list[str], path: Path,
-            xlabel: str, title) -> Path:
-    """One panel per metric key, one line per run."""
+            xlabel: str, title, smoothing: float = 0.0) -> Path:
+    """One panel per metric key, one line per run (train curves smoothed over the raw ones)."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, recs in runs.items():
             xs, ys = _series(recs, kind, key)
-            if xs:
-                ax.plot(xs, ys, label=name, linewidth=1, marker="o" if kind == "eval" else None)
-        ax.set_title(title(key))
+            if xs and kind == "train":
+                plot_smoothed(ax, xs, ys, name, smoothing)
+            elif xs:
+                ax.plot(xs, ys, label=name, linewidth=1, marker="o")
+        ax.set_title(title(key) + (f" (EMA {smoothing:g} over raw)"
+                                   if kind == "train" and smoothing > 0 else ""))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)

@@ -8,6 +8,9 @@ demo picks up where it stopped; likewise a run whose RUN/eval/results.json is of
 with the same evaluation options is not evaluated again. The corpus is preprocessed only when
 data/builtin has no manifest.json yet (preprocessing again retrains the tokenizer, which would
 invalidate finished runs).
+
+With `--grid objectives|data|epochs|all` it runs the comparison grid over seeds instead
+(`mrrtf/commands/compare_grid.py`, docs/compare.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-HELP = "train 4 tiny runs differing only in objective mixture, evaluate and compare them (CPU)"
+HELP = ("train 4 tiny runs differing only in objective mixture, evaluate and compare them (CPU);"
+        " --grid: the objective / data / epochs comparison over seeds")
 
 RUNS = {  # run name -> objective mixture config (under the project's configs/)
     "causal": "objectives/causal.yaml",
@@ -33,7 +37,8 @@ the 8k-token embedding) on the built-in corpus, identical but for the objective 
 seed and steps). Train and eval times are below. Evaluation limits, to fit a CPU: HumanEval on
 its first {limit} problems, greedy pass@1 and pass@1/pass@10 from {samples} samples at T=0.8,
 top_p=0.95; infilling {infill_tasks} tasks per mask type from those problems, greedy; at most
-{max_new_tokens} new tokens; prompts cut to fit the 256-token context.
+{max_new_tokens} new tokens; prompts cut to fit the 256-token context; infill loss and exact
+match on {infill_loss_tasks} holes per mask type cut in held-out code.
 
 What the numbers can show at this scale: the held-out loss and bits-per-byte per domain (the
 causal LM loss every run is scored on) show what each objective mixture costs in left-to-right
@@ -76,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train: stop after pretraining")
     add_flags(p, demo_eval_options(), EVAL_FIELDS, EVAL_FLAGS)
     p.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    from mrrtf.commands.compare_grid import add_grid_arguments
+
+    add_grid_arguments(p)
 
 
 def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
@@ -108,7 +116,8 @@ def train_runs(out: Path, steps: int, overrides: list[str]) -> dict[str, Path]:
 
 
 COMPARED_OPTIONS = ("tasks", "limit", "num_samples", "ks", "temperature", "top_p",
-                    "max_new_tokens", "infill_tasks", "infill_formats", "ppl_samples", "seed")
+                    "max_new_tokens", "infill_tasks", "infill_formats", "ppl_samples", "seed",
+                    "infill_loss_tasks", "infill_max_middle_tokens", "infill_exact_match")
 
 
 def evaluate_run(run_dir: Path, options) -> dict:
@@ -132,6 +141,10 @@ def evaluate_run(run_dir: Path, options) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grid:
+        from mrrtf.commands.compare_grid import run_grid_command
+
+        return run_grid_command(args)
     import torch
 
     t_start = time.time()
@@ -157,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
                           note=NOTE.format(steps=args.steps, limit=options.limit,
                                            samples=options.num_samples,
                                            max_new_tokens=options.max_new_tokens,
-                                           infill_tasks=options.infill_tasks))
+                                           infill_tasks=options.infill_tasks,
+                                           infill_loss_tasks=options.infill_loss_tasks))
     print(f"report: {report}")
     print(f"compare demo finished in {time.time() - t_start:.0f} s")
     return 0

@@ -10,10 +10,11 @@ import json
 
 from mrrtf.commands.flags import add_flags, flag_values
 
-HELP = "evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infilling (span, FIM)"
+HELP = ("evaluate a checkpoint: held-out perplexity/bpb, HumanEval pass@k, infilling (span, "
+        "FIM), infill loss / exact match on held-out code")
 
 FIELDS = {
-    "tasks": "comma-separated subset of perplexity,humaneval,infill",
+    "tasks": "comma-separated subset of perplexity,humaneval,infill,infill_loss",
     "limit": "only the first N HumanEval problems (infilling tasks come from them too)",
     "num_samples": "sampled completions per problem for pass@k (0: greedy pass@1 only)",
     "ks": "comma-separated k for sampled pass@k (k <= samples kept)",
@@ -23,6 +24,9 @@ FIELDS = {
     "batch_size": "rows (prompt x sample) per generate call",
     "infill_tasks": "infilling tasks per mask type, drawn evenly (0: all)",
     "infill_formats": "comma-separated prompt formats: span, fim_psm, fim_spm",
+    "infill_loss_tasks": "held-out code holes per mask type for infill loss / exact match",
+    "infill_max_middle_tokens": "longest middle (tokens) of a held-out hole",
+    "infill_exact_match": "also generate greedy middles for infill exact match",
     "ppl_samples": "held-out samples per domain (none: all)",
     "timeout_s": "sandbox wall-clock seconds per program",
     "workers": "parallel sandboxes (none: the CPU count)",
