@@ -14,7 +14,12 @@ sampling and held-out evaluation all go through `Generator.generate`.
 - Seeding: `torch.manual_seed(seed)` once per call, so the same prompts, settings and batch size
   give the same completions. Greedy when temperature == 0, else temperature + nucleus sampling.
 
-Modules: `generator` (Generator, Sampling, resolve_device; imports torch and transformers) and
-`stops` (cut_at_stop, cut_at_stop_ids; pure). Import them directly: this package imports
-nothing.
+- Backends: a Hugging Face model (transformers) by default; a CTranslate2 directory (model.bin
+  beside config.json, e.g. `mrrtf export --format ct2 --quantization int8`) runs through
+  `CT2Generator`, which `Generator.load` picks by what the directory holds. Only the model call
+  differs (`complete_batch`); prompts, budget, batching, stops and decoding are shared.
+
+Modules: `generator` (Generator, Sampling, resolve_device; imports torch and transformers),
+`ct2_generator` (CT2Generator; imports ctranslate2, the optional extra `ct2`) and `stops`
+(cut_at_stop, cut_at_stop_ids; pure). Import them directly: this package imports nothing.
 """
