@@ -8,7 +8,8 @@ CTranslate2 dir):
   weights MiB       the weight file on disk (model.safetensors / model.bin)
   peak RSS MiB      the process's maximum RSS after loading and timing, and its growth over the
                     RSS before loading the model (torch, transformers and ctranslate2 already
-                    imported: that part is the same for every row)
+                    imported; the growth still holds transformers' lazily imported model code
+                    and the allocators' pools, ~200 MiB even for the 2.4M demo model)
   ms/token b=1      wall time / generated tokens, one prompt at a time (prompt processing
                     included), greedy, up to --new-tokens, no stop strings
   ms/token b=16     the same with 16 prompts per call (wall time / all generated tokens)

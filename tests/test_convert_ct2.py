@@ -169,6 +169,25 @@ def test_mrrtf_eval_on_a_ct2_dir_gives_the_hf_completions(models, tmp_path):
     assert ct2["summary"] == hf["summary"]
 
 
+def test_rrtf_heldout_eval_serves_a_ct2_dir_through_the_same_sampler(models):
+    """`mrrtf rrtf eval`'s path (export cache -> align.sample.hf_sampler): RRTF prompts and stop
+    markers, the same completions from the CTranslate2 dir as from the HF dir."""
+    from align.sample import hf_sampler
+    from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig
+    from megatron_rrtf.convert.export_cache import hf_model_dir
+    from megatron_rrtf.rrtf.demo_problems import generate_demo_problems
+    from megatron_rrtf.rrtf.problems import prompts_for
+
+    _, held = generate_demo_problems(0, 3, seed=0)
+    cfg = RRTFConfig(student=SamplingConfig(max_new_tokens=10), generation_batch_size=2)
+    prompts = prompts_for([d.problem for d in held], cfg)
+    m = models["rope-gqa-tied"]
+    assert hf_model_dir(m["ct2"]) == m["ct2"]
+    ours = hf_sampler(hf_model_dir(m["ct2"]), cfg.student, cfg)(prompts, 0.0, 1, 0)
+    assert all(texts[0] for texts in ours)
+    assert ours == hf_sampler(m["hf"], cfg.student, cfg)(prompts, 0.0, 1, 0)
+
+
 def test_gptq_export_on_cpu_names_the_extra_and_the_device(models, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("the refusal is for machines without CUDA")

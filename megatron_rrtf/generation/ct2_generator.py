@@ -120,7 +120,12 @@ class CT2Generator(Generator):
 
     def _stop_string_callback(self, rows: int, stop: tuple[str, ...]):
         """CTranslate2's per-token callback: True (end this row) once its text holds a stop
-        string. Only the tail that could hold a new stop is decoded at each step."""
+        string. Only the tail that could hold a new stop is decoded at each step.
+
+        It holds the tokenizer, never `self`: CTranslate2 may drop the callback on its worker
+        thread, and if that dropped the last reference to this generator, the model would be
+        destroyed on its own thread (std::system_error "Resource deadlock avoided", abort)."""
+        tokenizer = self.tokenizer
         tokens: list[list[int]] = [[] for _ in range(rows)]
         longest = max(len(s) for s in stop)
 
@@ -129,6 +134,7 @@ class CT2Generator(Generator):
             seen.append(step.token_id)
             # a stop string of n characters spans at most 4n tokens (byte-fallback pieces are
             # >= 1 byte each); missing a stop here costs time only, `generate` cuts the text
-            tail = self.decode(seen[-(4 * longest + 1):])
+            tail = tokenizer.decode(seen[-(4 * longest + 1):], skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False)
             return any(s in tail for s in stop)
         return on_token
