@@ -22,7 +22,7 @@ min-max over rounds, ratios are against HF fp32's medians of the same run.
     python benchmarks/bench_quantized.py --model HF_OR_CHECKPOINT_DIR [--problems P.jsonl
         --rrtf-config RUN/config.yaml] [--rounds 3] [--threads 1] [--out-dir DIR]
     python benchmarks/bench_quantized.py --random-100m --tokenizer-from HF_DIR
-    (a randomly initialised ~97M-parameter GPTBigCode, MQA, 14 layers x 768, with that
+    (a randomly initialised 91M-parameter GPTBigCode, MQA, 14 layers x 768, with that
     directory's tokenizer; speed and memory only)
 """
 
@@ -135,7 +135,8 @@ def _prompts(problems, cfg, n: int) -> list[str]:
 
 
 def random_100m(tokenizer_from: Path, out: Path) -> Path:
-    """A randomly initialised ~97M-parameter GPTBigCode (MQA) with the given tokenizer."""
+    """A randomly initialised GPTBigCode (MQA, 91M parameters with an 8k vocabulary) with the
+    given tokenizer."""
     import torch
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 

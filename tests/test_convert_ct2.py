@@ -188,7 +188,7 @@ def test_rrtf_heldout_eval_serves_a_ct2_dir_through_the_same_sampler(models):
     assert ours == hf_sampler(m["hf"], cfg.student, cfg)(prompts, 0.0, 1, 0)
 
 
-def test_gptq_export_on_cpu_names_the_extra_and_the_device(models, tmp_path, capsys):
+def test_export_refusals_name_the_fix_gptq_on_cpu_names_the_extra_and_device(models, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("the refusal is for machines without CUDA")
     out = tmp_path / "gptq"
@@ -204,3 +204,6 @@ def test_gptq_export_on_cpu_names_the_extra_and_the_device(models, tmp_path, cap
     assert mrrtf(["export", str(models["starcoder-mqa"]["hf"]), str(out), "--format", "hf",
                   "--quantization", "int8"]) == 2
     assert "--quantization applies to --format ct2" in capsys.readouterr().err
+    assert mrrtf(["export", str(models["starcoder-mqa"]["ct2"]), str(out), "--format", "ct2",
+                  "--quantization", "int8"]) == 2
+    assert "already is a CTranslate2 model directory" in capsys.readouterr().err

@@ -43,6 +43,9 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf",
         return export_checkpoint(source, out_dir, dtype=dtype)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.hf.") as tmp:
+        if (source / "model.bin").is_file():
+            raise ExportError(f"{source} already is a CTranslate2 model directory; export from "
+                              "the checkpoint or the Hugging Face directory it came from")
         if (source / "config.json").is_file():
             if dtype is not None:
                 raise ExportError(f"--dtype needs our checkpoint; {source} already is a Hugging "
