@@ -21,7 +21,6 @@ decoding) with a CTranslate2 model running the tokens, e.g. an int8 `mrrtf expor
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ import torch
 from megatron_rrtf.convert.ct2 import ct2_metadata, import_ctranslate2
 from megatron_rrtf.errors import ConfigError
 from megatron_rrtf.generation.generator import Generator, Sampling
-
-log = logging.getLogger(__name__)
 
 COMPUTE_TYPES = {"auto": "default", None: "default", "float32": "float32",
                  "bfloat16": "bfloat16", "float16": "float16"}
@@ -83,6 +80,7 @@ class CT2Generator(Generator):
             dtype = str(dtype).removeprefix("torch.")
         compute_type = COMPUTE_TYPES.get(dtype, dtype)
         kind, index = resolve_ct2_device(device)
+
         def open_model():
             return ct2.Generator(str(path), device=kind, device_index=index,
                                  compute_type=compute_type,
