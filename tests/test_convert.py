@@ -322,3 +322,16 @@ def test_pretrain_run_directory_exports_and_generates(tiny_data_config, tmp_path
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     out = model.generate(**tok("def f(", return_tensors="pt"), max_new_tokens=4, do_sample=False)
     assert out.shape[1] == len(tok("def f(")["input_ids"]) + 4
+
+
+def test_fill_special_tokens_gives_null_bos_and_unk_the_eos_string(tmp_path):
+    from megatron_rrtf.convert.hf_tokenizer import fill_special_tokens
+
+    path = tmp_path / "tokenizer_config.json"
+    path.write_text(json.dumps({"eos_token": "</s>", "bos_token": None, "pad_token": "<pad>"}))
+    assert fill_special_tokens(path) == ["bos_token", "unk_token"]
+    assert json.loads(path.read_text()) == {"eos_token": "</s>", "bos_token": "</s>",
+                                            "pad_token": "<pad>", "unk_token": "</s>"}
+    assert fill_special_tokens(path) == []                        # nothing left to fill
+    path.write_text(json.dumps({"bos_token": None}))              # no eos: left alone
+    assert fill_special_tokens(path) == [] and json.loads(path.read_text()) == {"bos_token": None}

@@ -24,7 +24,7 @@ from megatron_rrtf.checkpoint.manager import resolve_step_dir
 from megatron_rrtf.checkpoint.model_io import load_model
 from megatron_rrtf.config import ParallelConfig, RunConfig, load_config
 from megatron_rrtf.convert import families
-from megatron_rrtf.convert.hf_tokenizer import export_tokenizer
+from megatron_rrtf.convert.hf_tokenizer import export_tokenizer, fill_special_tokens
 from megatron_rrtf.errors import CheckpointError, ExportError
 from megatron_rrtf.tokenizer.hf_tokenizer import HF_TOKENIZER_FILES
 from megatron_rrtf.tokenizer.loader import load_tokenizer
@@ -56,7 +56,8 @@ def load_megatron_state(config: RunConfig, step_dir: Path, padded_vocab: int,
 
 
 def _hf_token_ids(tokenizer_path: Path, tokenizer) -> tuple[int | None, int | None, int | None]:
-    """(bos, eos, pad) for the exported model's config and generation config."""
+    """(bos, eos, pad) for the exported model's config and generation config; our sentencepiece
+    model declares EOD as bos (as StarCoder does), never adding it (hf_tokenizer)."""
     if tokenizer_path.is_dir():
         from transformers import AutoTokenizer
 
@@ -64,15 +65,17 @@ def _hf_token_ids(tokenizer_path: Path, tokenizer) -> tuple[int | None, int | No
         eos = hf.eos_token_id if hf.eos_token_id is not None else tokenizer.eod
         pad = hf.pad_token_id if hf.pad_token_id is not None else eos
         return hf.bos_token_id, eos, pad
-    return None, tokenizer.eod, tokenizer.pad
+    return tokenizer.eod, tokenizer.eod, tokenizer.pad
 
 
 def write_tokenizer(tokenizer_path: Path, out_dir: Path, model_max_length: int) -> None:
-    """Our .model -> tokenizer.json + tokenizer_config.json; an HF directory is copied."""
+    """Our .model -> tokenizer.json + tokenizer_config.json; an HF directory is copied, with
+    a null bos/unk filled (fill_special_tokens)."""
     if tokenizer_path.is_dir():
         for name in HF_TOKENIZER_FILES:
             if (tokenizer_path / name).is_file():
                 shutil.copy2(tokenizer_path / name, out_dir / name)
+        fill_special_tokens(out_dir / "tokenizer_config.json")
     else:
         export_tokenizer(tokenizer_path, out_dir, model_max_length=model_max_length)
 

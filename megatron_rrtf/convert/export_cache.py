@@ -2,7 +2,8 @@
 student they sample from) and `mrrtf rrtf eval` all get their HF model directory from
 `hf_model_dir`.
 
-- An HF model directory (holding config.json) is used as it is.
+- An HF model directory (holding config.json) is used as it is; so is a CTranslate2 one
+  (model.bin beside config.json), which `generation.Generator.load` serves through CTranslate2.
 - Our run or step directory is exported once to RUN/eval/hf_step_XXXXXXXX (a step directory
   outside a run's checkpoints/ caches beside itself, in STEP/../eval/), and reused while it is the
   export of this very save. Its `mrrtf_export_source.json` records the save: the step

@@ -92,10 +92,14 @@ def export_tokenizer(model_path: str | Path, out_dir: str | Path,
                      model_max_length: int | None = None) -> dict[str, int]:
     """Write tokenizer.json + tokenizer_config.json for our sentencepiece model into `out_dir`.
 
-    eos is EOD, pad is <pad> (EOD when absent). No unk_token is declared: transformers would
-    register it as an added token and split the literal text "<unk>" (common in NLP code) into
-    one id, which sentencepiece never does; with byte fallback <unk> is never produced anyway
-    (the BPE model keeps it as its internal unk piece). Returns {eos_token_id, pad_token_id}."""
+    eos is EOD, pad is <pad> (EOD when absent). bos and unk are EOD too, as StarCoder declares
+    them: converters (CTranslate2's) read all four as strings and refuse a null. unk is not
+    sentencepiece's "<unk>" piece: transformers would register that as an added token and
+    split the literal text "<unk>" (common in NLP code) into one id, which sentencepiece never
+    does; EOD already is a special token, so naming it changes no encoding. With byte fallback
+    <unk> is never produced anyway (the BPE model keeps it as its internal unk piece). bos is
+    declared, never added (add_bos_token false, no post-processor). Returns {eos_token_id,
+    pad_token_id}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = sentencepiece_to_tokenizers(model_path)
@@ -109,7 +113,8 @@ def export_tokenizer(model_path: str | Path, out_dir: str | Path,
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": EOD,
         "pad_token": pad,
-        "bos_token": None,
+        "bos_token": EOD,
+        "unk_token": EOD,
         "add_bos_token": False,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
@@ -117,3 +122,21 @@ def export_tokenizer(model_path: str | Path, out_dir: str | Path,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"eos_token_id": vocab[EOD], "pad_token_id": vocab[pad]}
+
+
+def fill_special_tokens(config_path: str | Path) -> list[str]:
+    """Give a tokenizer_config.json's null or missing bos_token / unk_token the eos token's
+    string (as StarCoder declares them), so converters that read all four as strings accept
+    it. A config without an eos_token is left alone. Returns the keys filled."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        return []
+    config = json.loads(config_path.read_text())
+    eos = config.get("eos_token")
+    if eos is None:
+        return []
+    filled = [key for key in ("bos_token", "unk_token") if config.get(key) is None]
+    if filled:
+        config.update({key: eos for key in filled})
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return filled

@@ -1,6 +1,8 @@
 """`evaluate_checkpoint`: every evaluation of one checkpoint into one results dict.
 
-The checkpoint is our run dir / step dir, or a Hugging Face model dir. Ours is exported once
+The checkpoint is our run dir / step dir, a Hugging Face model dir, or a CTranslate2 model dir
+(`mrrtf export --format ct2`; `Generator.load` picks the backend by what the dir holds). Ours is
+exported once
 through the one export cache (`convert.export_cache`: RUN/eval/hf_step_XXXXXXXX, atomic, reused
 while it is the export of this very save). Completions come from `generation.Generator`, the
 one generation path (prompts fitted to the context, stops, batching, device). Tasks:
@@ -16,6 +18,10 @@ one generation path (prompts fitted to the context, stops, batching, device). Ta
   our megatron model) and greedy exact match (the exported HF model), per prompt format and mask
   type, on holes cut in the run's own held-out code (`eval.infill_loss`): the infilling metrics
   that still move for a tiny model. Needs our training checkpoint, like `perplexity`.
+
+A CTranslate2 dir runs HumanEval and infilling through the same prompts, stops and sandbox;
+perplexity is skipped there (it runs our megatron model, not the converted weights). The
+results name the backend and the CTranslate2 quantization.
 
 Prompts longer than the model's context minus `max_new_tokens` lose their start (HumanEval,
 counted as `prompts_truncated`) or the far ends of prefix and suffix (infilling). The results
@@ -329,12 +335,18 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
         import torch
 
         torch.set_num_threads(options.threads)
+    from megatron_rrtf.convert.ct2 import ct2_metadata, is_ct2_dir
+
     resolved = resolve_checkpoint(path)
+    ct2 = is_ct2_dir(resolved.hf_dir)
     tasks: dict[str, Any] = {}
     times: dict[str, float] = {}
     if "perplexity" in options.tasks:
         t0 = time.time()
-        if resolved.step_dir is None:
+        if ct2:
+            tasks["perplexity"] = {"skipped": "runs our megatron model, not the CTranslate2 "
+                                              "weights: evaluate the checkpoint for perplexity"}
+        elif resolved.step_dir is None:
             tasks["perplexity"] = {"skipped": "needs our training checkpoint (its config.yaml "
                                               "names the held-out data); this HF dir is not one"}
         else:
@@ -374,6 +386,9 @@ def evaluate_checkpoint(path: str | Path, options: EvalOptions = EvalOptions()) 
         "checkpoint": str(Path(path).resolve()),
         "step_dir": str(resolved.step_dir.resolve()) if resolved.step_dir else None,
         "hf_dir": str(resolved.hf_dir.resolve()),
+        "backend": "ctranslate2" if ct2 else "transformers",
+        **({"ct2_quantization": ct2_metadata(resolved.hf_dir).get("quantization")}
+           if ct2 else {}),
         "step": resolved.step,
         "consumed_tokens": resolved.consumed_tokens,
         "config": resolved.config,

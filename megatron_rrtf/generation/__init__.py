@@ -20,8 +20,13 @@ the vLLM backend for RRTF sampling).
   batch size give the same completions (vllm: a seed per prompt, see vllm_engine). Greedy when
   temperature == 0, else temperature + nucleus sampling.
 
+- CTranslate2: a directory holding model.bin beside config.json (e.g. `mrrtf export --format ct2
+  --quantization int8`) runs through `CT2Generator`, which `Generator.load` picks by what the
+  directory holds; it overrides only the model call on one batch (`complete_batch`) and seeding.
+
 Modules: `completer` (Completer, Sampling; no torch), `generator` (Generator, resolve_device;
-imports torch and transformers), `vllm_engine` (VLLMGenerator; imports vllm only in `load`),
-`backends` (load_completer) and `stops` (cut_at_stop, cut_at_stop_ids; pure). Import them
-directly: this package imports nothing.
+imports torch and transformers), `ct2_generator` (CT2Generator; imports ctranslate2, the optional
+extra `ct2`), `vllm_engine` (VLLMGenerator; imports vllm only in `load`), `backends`
+(load_completer) and `stops` (cut_at_stop, cut_at_stop_ids; pure). Import them directly: this
+package imports nothing.
 """

@@ -36,6 +36,10 @@ def load_completer(path: str | Path, engine: SampleEngineConfig, seed: int = 0) 
 
         return VLLMGenerator.load(path, engine.dtype, engine.tensor_parallel,
                                   engine.gpu_memory_utilization, seed)
+    if (Path(path) / "model.bin").is_file():  # a CTranslate2 dir computes in its own type
+        from megatron_rrtf.generation.ct2_generator import CT2Generator
+
+        return CT2Generator.load(path, device=engine.device, dtype=engine.dtype)
     import torch
 
     from megatron_rrtf.generation.generator import Generator, resolve_device

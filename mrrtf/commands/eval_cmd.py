@@ -1,4 +1,5 @@
-"""`mrrtf eval CHECKPOINT`: held-out perplexity, HumanEval and infilling of one checkpoint, as one
+"""`mrrtf eval CHECKPOINT`: held-out perplexity, HumanEval and infilling of one checkpoint (ours,
+an HF model dir or a CTranslate2 model dir), as one
 results JSON (default RUN/eval/results.json, where `mrrtf compare` reads it). The flags and their
 defaults are EvalOptions' fields (megatron_rrtf.eval.checkpoint_eval)."""
 
@@ -41,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
 
     p.add_argument("checkpoint", help="run dir, step dir (exported once to "
-                                      "RUN/eval/hf_step_X) or HF model dir")
+                                      "RUN/eval/hf_step_X), HF model dir or CTranslate2 model "
+                                      "dir (mrrtf export --format ct2)")
     p.add_argument("--out", default=None, help="results JSON (default: RUN/eval/results.json, "
                                                "HF_DIR/eval/results.json for an HF dir)")
     add_flags(p, EvalOptions, FIELDS, FLAGS)

@@ -130,9 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "table (Markdown + JSON)")
     add_config_arguments(v, "prompt template, stop markers, student.max_new_tokens, train.seed")
     v.add_argument("--problems", required=True, help="held-out problems JSONL")
-    v.add_argument("--before", required=True, help="HF dir, run dir or step dir")
-    v.add_argument("--after", required=True, nargs="+", help="HF/run/step dirs (NAME=PATH to "
-                                                             "name a column)")
+    v.add_argument("--before", required=True, help="HF dir, CTranslate2 dir, run dir or step dir")
+    v.add_argument("--after", required=True, nargs="+",
+                   help="HF/CTranslate2/run/step dirs (NAME=PATH to name a column)")
     v.add_argument("--out", required=True, help="output prefix: writes OUT.md and OUT.json")
     add_flags(v, HeldoutEval, HELDOUT_FIELDS)
     v.add_argument("--benchmarks", default="none",
