@@ -183,6 +183,20 @@ def test_sharded_export_loads_in_transformers_with_logits_equal_to_megatron(expo
     assert diff < LOGIT_TOL
 
 
+def test_shard_plan_cuts_greedily_and_gives_an_oversized_tensor_its_own_shard():
+    from megatron_rrtf.convert.shards import SINGLE_FILE, parse_size, plan_shards
+
+    assert [parse_size(t) for t in ("5GB", "500MB", "2GiB", "1000", 7)] == [
+        5 * 10**9, 5 * 10**8, 2 * 2**30, 1000, 7]
+    with pytest.raises(ConfigError, match="--max-shard-size"):
+        parse_size("5 parsecs")
+    tensors = [("a", (10,)), ("b", (10,)), ("c", (40,)), ("d", (5,)), ("e", (5,))]   # fp32
+    plan = plan_shards(tensors, torch.float32, 80)
+    assert plan.keys == (("a", "b"), ("c",), ("d", "e")) and plan.sizes == (80, 160, 40)
+    assert plan.files[1] == "model-00002-of-00003.safetensors"
+    assert plan_shards(tensors, torch.float32, 10**6).files == (SINGLE_FILE,)
+
+
 def test_starcoder_15b_shard_plan_is_made_on_the_meta_device():
     import math
     import resource
