@@ -2,7 +2,7 @@
 whole model at once (build the TP=1 model, load the checkpoint, convert the state dict, write one
 file: what export did before), on the same checkpoint in the same run.
 
-Each export runs in a fresh process; its peak resident memory (ru_maxrss) is reported, and the
+Each export runs in a fresh process; its peak resident memory (VmHWM) is reported, and the
 same for a process that only imports and sets up the process groups (the floor neither can go
 below). Claim: the streamed export's peak above that floor is about one layer plus one shard,
 not the model.
@@ -28,7 +28,12 @@ MB = 2 ** 20
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # KiB on Linux
+    """This process's peak resident memory: VmHWM (ru_maxrss would carry the parent's peak
+    across fork + exec on Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024                             # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(mode: str, step: str, out: str, shard: str) -> None:

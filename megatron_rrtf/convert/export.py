@@ -15,7 +15,6 @@ padding rows are dropped.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import re
@@ -128,14 +127,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
 
     single = dataclasses.replace(config, parallel=ParallelConfig())
     with process_groups(single.parallel, config.train.seed):
-        groups = stream_megatron_groups(single, step_dir, model.padded_vocab_size(vocab))
-        first = next(groups)
-        out_dtype = DTYPES[dtype] if dtype else next(iter(first[1].values())).dtype
-        plan = shard_plan(model, hf_config, out_dtype, max_shard_size)
-        writer = ShardWriter(out_dir, plan)
-        for _, state in itertools.chain([first], groups):
+        writer = None
+        for _, state in stream_megatron_groups(single, step_dir, model.padded_vocab_size(vocab)):
+            if writer is None:  # the checkpoint's dtype is known once the first group is read
+                out_dtype = DTYPES[dtype] if dtype else next(iter(state.values())).dtype
+                plan = shard_plan(model, hf_config, out_dtype, max_shard_size)
+                writer = ShardWriter(out_dir, plan)
             writer.add(converter.to_hf(state, model, vocab))
-            del state
+            del state                        # hold one group at a time (and the open shard)
         writer.finish()
     hf_config.dtype = out_dtype
     hf_config.save_pretrained(str(out_dir))

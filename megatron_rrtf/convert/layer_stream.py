@@ -126,3 +126,4 @@ def stream_megatron_groups(config: RunConfig, step_dir: Path, padded_vocab: int,
                      for j, p in enumerate(pieces[name])]
             out[name] = sh.merge_fn(parts) if isinstance(sh, ShardedTensorFactory) else parts[0]
         yield group, out
+        del buffers, out, parts   # the caller has converted this group: free it before the next
