@@ -18,7 +18,9 @@ from megatron_rrtf.tokenizer.special_tokens import (
     EOD,
     EOM,
     FIM_MIDDLE,
+    FIM_PAD,
     FIM_PREFIX,
+    FIM_SUFFIX,
     PAD,
     SEP,
     mask_token,
@@ -31,18 +33,24 @@ STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suf
 SEQ = 256
 
 
-def save_tiny_starcoder(path: Path) -> Path:
-    """A random untied 2-layer MQA GPTBigCode + a byte-level BPE tokenizer trained here with
-    StarCoder's special tokens (none of <pad>, <sep>, <eom>, <mask_k>)."""
+def _byte_level_tokenizer(specials: list[str], texts: list[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(tiny_training_texts(), trainers.BpeTrainer(
-        vocab_size=700, special_tokens=STARCODER_SPECIALS,
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def save_tiny_starcoder(path: Path) -> Path:
+    """A random untied 2-layer MQA GPTBigCode + a byte-level BPE tokenizer trained here with
+    StarCoder's special tokens (none of <pad>, <sep>, <eom>, <mask_k>)."""
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
+
+    tok = _byte_level_tokenizer(STARCODER_SPECIALS, tiny_training_texts(), 700)
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                                      bos_token="<|endoftext|>", unk_token="<|endoftext|>")
     torch.manual_seed(0)
@@ -75,6 +83,25 @@ def test_new_rows_are_the_mean_of_the_old_rows_and_old_rows_stay():
     assert torch.equal(out[8], out[6])
     keep = [0, 1, 2, 3, 4, 5, 7, 9]
     assert torch.equal(out[keep], table[keep])
+
+
+def test_santacoder_fim_names_and_eos_resolve_through_the_recorded_aliases(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from megatron_rrtf.convert.import_hf import _extend_tokens
+    from megatron_rrtf.tokenizer import load_tokenizer
+
+    santacoder = ["</s>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"]
+    tok = _byte_level_tokenizer(santacoder, ["def f(x):\n    return x\n"] * 10, 290)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>").save_pretrained(tmp_path)
+    plan = _extend_tokens(tmp_path)
+    assert plan.aliases == {EOD: "</s>", FIM_PREFIX: "<fim-prefix>", FIM_MIDDLE: "<fim-middle>",
+                            FIM_SUFFIX: "<fim-suffix>", FIM_PAD: "<fim-pad>"}
+    ours = load_tokenizer(tmp_path)
+    ids = ours.special_ids                       # every objective's token resolves
+    assert (ids.eod, ids.fim_prefix, ids.fim_pad) == tuple(
+        tok.token_to_id(t) for t in ("</s>", "<fim-prefix>", "<fim-pad>"))
+    assert ids.sep == plan.added[SEP] and ours.vocab_size == plan.new_size
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +147,15 @@ def test_import_adds_missing_tokens_maps_starcoders_and_grows_rows_at_the_mean(i
     with torch.no_grad():
         before, after = original(tokens).logits, grown(tokens).logits
     torch.testing.assert_close(after[..., :old], before, rtol=0, atol=1e-5)
+
+
+def test_keep_tokenizer_imports_the_vocabulary_as_it_is(imported, tmp_path):
+    from megatron_rrtf.tokenizer import load_tokenizer
+
+    assert mrrtf(["import", "--keep-tokenizer", str(imported["hf_dir"]), str(tmp_path / "kept")]) == 0
+    config = json.loads((imported["hf_dir"] / "config.json").read_text())
+    assert load_tokenizer(tmp_path / "kept" / "tokenizer").vocab_size == config["vocab_size"]
+    assert not (tmp_path / "kept" / "tokenizer" / "mrrtf_special_tokens.json").exists()
 
 
 def original_id(hf_dir: Path, name: str) -> int:
