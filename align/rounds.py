@@ -17,6 +17,13 @@ export cache (convert.export_cache: INIT_RUN/eval/hf_step_X, shared with `mrrtf 
 Every round trains train.train_steps steps with a fresh optimizer and schedule (warm-up + decay
 per round), as PanGu-Coder2's offline sampling implies: each round is a new data set.
 
+Multi-process rounds: sampling and ranking run in this one process; a round's training needs
+parallel.tensor_parallel x parallel.pipeline_parallel x rrtf.train_data_parallel processes.
+One runs here, as before; more run as a torchrun job on this node (launch.torchrun:
+`mrrtf rrtf train round_N/config.yaml --ranked round_N/ranked.jsonl`, log in round_N/train.log),
+whose rank 0 writes round_N/summary.json as any training run does. `mrrtf rrtf run` itself is
+started as one process, never under torchrun.
+
 Resumable: a step whose output exists is not redone. A round whose training finished
 (summary.json `completed` at train_steps) is skipped whole; the export cache keeps the export of
 each save; sampling resumes chunk by chunk (align.sample; chunks sampled beforehand by
@@ -35,9 +42,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from align.rank import RunMany
 from megatron_rrtf.config import RunConfig
-from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.errors import ConfigError, LaunchError
 from megatron_rrtf.sandbox import run_many
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,37 @@ def training_done(run_dir: Path, steps: int) -> bool:
     return s.get("status") == "completed" and s.get("step", 0) >= steps
 
 
+def round_processes(config: RunConfig) -> int:
+    """Processes a round's training runs on: TP x PP x rrtf.train_data_parallel."""
+    p = config.parallel
+    return p.tensor_parallel * p.pipeline_parallel * config.rrtf.train_data_parallel
+
+
+def train_round(config: RunConfig, ranked: Path) -> dict[str, Any]:
+    """Round training (config = round_config(...)): in this process, or as a torchrun job when
+    it needs several processes; returns the run's summary."""
+    from align.train import run_rrtf_train
+    from megatron_rrtf.launch.torchrun import log_tail, run_torchrun
+
+    nproc = round_processes(config)
+    if nproc == 1:
+        return run_rrtf_train(config, ranked)
+    run_dir = Path(config.logging.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"     # the run rewrites it, unchanged, at its start
+    config_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    summary = run_dir / "summary.json"
+    summary.unlink(missing_ok=True)           # an interrupted attempt's; this job writes its own
+    log_path = run_dir / "train.log"
+    code = run_torchrun(nproc, ["rrtf", "train", str(config_path), "--ranked", str(ranked)],
+                        log_path)
+    if not summary.is_file():
+        raise LaunchError(f"round training in {run_dir} ({nproc} processes under torchrun) "
+                          f"ended with exit code {code} and no summary.json; its log "
+                          f"{log_path} ends with:\n{log_tail(log_path)}")
+    return json.loads(summary.read_text())
+
+
 def rank_to_file(problems, responses_path: Path, out: Path, stop_markers: Sequence[str],
                  run_many: RunMany = run_many) -> dict:
     """Rank (align.rank) into `out` atomically; returns the outcome distribution."""
@@ -101,7 +141,6 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
     rrtf.sample_chunk."""
     from align.rank import verdict_runner
     from align.sample import model_sampler, sample_to_file
-    from align.train import run_rrtf_train
     from megatron_rrtf.convert.export_cache import hf_model_dir
     from megatron_rrtf.generation.backends import check_engine
     from megatron_rrtf.rrtf.problems import load_problems
@@ -114,6 +153,10 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
     if not config.checkpoint.init_from:
         raise ConfigError("checkpoint.init_from is empty: name the model to align (a pretraining "
                           "run directory or an imported checkpoint)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("start `mrrtf rrtf run` as one process, not under torchrun: it samples "
+                          "and ranks here and starts torchrun for each round's training itself "
+                          "(parallel.* x rrtf.train_data_parallel processes)")
     problems, _ = load_problems(problems_path)
     if student_factory is None and (rr.student.samples or any(t.kind == "hf_model"
                                                                 for t in rr.teachers)):
@@ -146,7 +189,7 @@ def run_rounds(config: RunConfig, problems_path: str | Path | None = None,
                 log.info("round %d: %d responses in %s; ranking", r, n, responses)
                 rank_to_file(problems, responses, ranked, rr.stop_markers, run_many)
             log.info("round %d: training %s from %s", r, rd, previous)
-            info["train"] = run_rrtf_train(cfg_r, ranked)
+            info["train"] = train_round(cfg_r, ranked)
         info["outcomes"] = _distribution(rd / "ranked.jsonl") \
             if (rd / "ranked.jsonl").is_file() else {}
         student_row = info["outcomes"].get("student")

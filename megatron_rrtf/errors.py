@@ -27,3 +27,7 @@ class ExportError(MrrtfError):
 
 class SandboxError(MrrtfError):
     """The sandbox itself cannot run (cannot start its processes); never a verdict on a program."""
+
+
+class LaunchError(MrrtfError):
+    """A multi-process job (torchrun) could not start or ended without its result."""

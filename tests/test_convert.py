@@ -156,6 +156,82 @@ def test_export_from_tensor_and_pipeline_parallel_2_checkpoints(tmp_path, tiny_t
         assert torch.equal(back[name][:rows], weight[:rows]), name
 
 
+@pytest.mark.parametrize("case", ["starcoder-mqa", "rope-gqa"])
+def test_sharded_export_loads_in_transformers_with_logits_equal_to_megatron(exported, tmp_path,
+                                                                            case):
+    e = exported[case]
+    whole = load_file(e["hf_dir"] / "model.safetensors")
+    sizes = {k: v.numel() * v.element_size() for k, v in whole.items()}
+    limit = max(max(sizes.values()), sum(sizes.values()) // 4)  # forces >= 4 shards
+    out = export_checkpoint(e["run_dir"], tmp_path / "hf", max_shard_size=str(limit))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    n = len(files)
+    assert n >= 3 and files == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    assert not (out / "model.safetensors").exists()
+    assert index["metadata"]["total_size"] == sum(sizes.values())
+    seen = {}
+    for name in files:
+        shard = load_file(out / name)
+        assert sum(sizes[k] for k in shard) <= limit
+        assert all(index["weight_map"][k] == name and k not in seen for k in shard)
+        seen.update(shard)
+    assert set(seen) == set(whole)          # every weight exactly once, bitwise the same
+    assert all(torch.equal(seen[k], whole[k]) for k in whole)
+    vocab = json.loads((out / "config.json").read_text())["vocab_size"]
+    diff = (_hf_logits(out, _tokens()) - e["logits"][..., :vocab]).abs().max().item()
+    assert diff < LOGIT_TOL
+
+
+def test_shard_plan_cuts_greedily_and_gives_an_oversized_tensor_its_own_shard():
+    from megatron_rrtf.convert.shards import SINGLE_FILE, parse_size, plan_shards
+
+    assert [parse_size(t) for t in ("5GB", "500MB", "2GiB", "1000", 7)] == [
+        5 * 10**9, 5 * 10**8, 2 * 2**30, 1000, 7]
+    with pytest.raises(ConfigError, match="--max-shard-size"):
+        parse_size("5 parsecs")
+    tensors = [("a", (10,)), ("b", (10,)), ("c", (40,)), ("d", (5,)), ("e", (5,))]   # fp32
+    plan = plan_shards(tensors, torch.float32, 80)
+    assert plan.keys == (("a", "b"), ("c",), ("d", "e")) and plan.sizes == (80, 160, 40)
+    assert plan.files[1] == "model-00002-of-00003.safetensors"
+    assert plan_shards(tensors, torch.float32, 10**6).files == (SINGLE_FILE,)
+
+
+def test_starcoder_15b_shard_plan_is_made_on_the_meta_device():
+    import math
+    import resource
+
+    from megatron_rrtf.config import load_config
+    from megatron_rrtf.convert.export import shard_plan
+    from megatron_rrtf.convert.shards import SINGLE_FILE
+
+    model = load_config("configs/starcoder_15b.yaml").model
+    hf_config = gpt_bigcode.hf_config(model, model.vocab_size, None, 0, 0)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB
+    plan = shard_plan(model, hf_config, torch.bfloat16)                         # default 5GB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 2 * 2**20
+    limit = 5 * 10**9
+    # every weight the converter maps, exactly once (the plan reads the HF class instead)
+    expected = {gpt_bigcode._hf_name(n) for n in gpt_bigcode._megatron_names(model)}
+    planned = [k for keys in plan.keys for k in keys]
+    assert len(planned) == len(set(planned)) and set(planned) == expected
+    params = sum(math.prod(plan.shapes[k]) for k in planned)
+    assert 15.0e9 < params < 16.5e9 and plan.total_size == 2 * params
+    sizes = [sum(2 * math.prod(plan.shapes[k]) for k in keys) for keys in plan.keys]
+    assert list(plan.sizes) == sizes and max(sizes) <= limit
+    largest = max(2 * math.prod(s) for s in plan.shapes.values())
+    n = len(plan.files)
+    assert math.ceil(plan.total_size / limit) <= n <= math.ceil(plan.total_size / (limit - largest))
+    for i in range(n - 1):  # greedy: the next shard's first tensor did not fit
+        assert sizes[i] + 2 * math.prod(plan.shapes[plan.keys[i + 1][0]]) > limit
+    assert plan.files == tuple(f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1))
+    assert SINGLE_FILE not in plan.files
+    index = plan.index()
+    assert index["metadata"]["total_size"] == plan.total_size
+    assert index["weight_map"] == {k: f for f, keys in zip(plan.files, plan.keys) for k in keys}
+    print(f"StarCoder 15B in bf16: {params / 1e9:.2f}B parameters, {n} shards of <= 5GB")
+
+
 def test_generate_runs_on_exported_model_and_follows_megatron_argmax(exported):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

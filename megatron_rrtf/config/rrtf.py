@@ -120,6 +120,10 @@ class RRTFConfig:
     teachers: list[TeacherConfig] = field(default_factory=list)
     rounds: int = 1
     """Sample -> rank -> train iterations (each samples from the latest student)."""
+    train_data_parallel: int = 1
+    """Data-parallel replicas of each round's training in `mrrtf rrtf run`: a round trains on
+    parallel.tensor_parallel x parallel.pipeline_parallel x this processes, in the `rrtf run`
+    process when that is 1, else as a torchrun job on this node (align.rounds)."""
     generation_batch_size: int = 64
     """Rows (prompt x sample) per generate call when sampling candidates and answering held-out
     problems."""
@@ -183,6 +187,8 @@ class RRTFConfig:
             raise ConfigError(f"rrtf.ray_address={self.ray_address!r} is set but "
                               "rrtf.executor=local: set rrtf.executor=ray or drop the address")
         self.sample.validate()
+        if self.train_data_parallel < 1:
+            raise ConfigError(f"rrtf.train_data_parallel={self.train_data_parallel} must be >= 1")
         if self.evol_rounds < 0 or self.rounds < 1:
             raise ConfigError(f"rrtf.evol_rounds={self.evol_rounds} must be >= 0 and "
                               f"rrtf.rounds={self.rounds} >= 1")

@@ -1,12 +1,15 @@
 """A training checkpoint -> a Hugging Face model directory that `AutoModelForCausalLM` and
 `AutoTokenizer` load with no custom code.
 
-Reads STEP/config.yaml (the run's resolved config) and STEP/model (dist_checkpointing, any TP/PP
-layout), builds a TP=1/PP=1 model in this one process (megatron reshards on load), maps its state
-dict with the family's converter and writes config.json, generation_config.json,
-model.safetensors and the tokenizer files. The HF vocabulary is the real one
-(model.vocab_size, else the tokenizer's size, as pretraining uses); megatron's padding rows are
-dropped.
+Reads STEP/config.yaml (the run's resolved config) and streams STEP/model (dist_checkpointing,
+any TP/PP layout) group by group -- the embeddings, each transformer layer, the final norm and
+output layer (convert.layer_stream) -- through the family's converter into sharded safetensors
+(convert.shards: model-0000x-of-0000n.safetensors + model.safetensors.index.json, or one
+model.safetensors when it fits in max_shard_size). The whole model never sits in this process:
+at most one group and one shard do, so a 15B model exports on a machine with a few GB free.
+Also writes config.json, generation_config.json and the tokenizer files. The HF vocabulary is
+the real one (model.vocab_size, else the tokenizer's size, as pretraining uses); megatron's
+padding rows are dropped.
 """
 
 from __future__ import annotations
@@ -21,10 +24,17 @@ from pathlib import Path
 import torch
 
 from megatron_rrtf.checkpoint.manager import resolve_step_dir
-from megatron_rrtf.checkpoint.model_io import load_model
-from megatron_rrtf.config import ParallelConfig, RunConfig, load_config
+from megatron_rrtf.config import ModelConfig, ParallelConfig, RunConfig, load_config
 from megatron_rrtf.convert import families
 from megatron_rrtf.convert.hf_tokenizer import export_tokenizer, fill_special_tokens
+from megatron_rrtf.convert.layer_stream import stream_megatron_groups
+from megatron_rrtf.convert.shards import (
+    DEFAULT_MAX_SHARD_SIZE,
+    ShardPlan,
+    ShardWriter,
+    parse_size,
+    plan_shards,
+)
 from megatron_rrtf.errors import CheckpointError, ExportError
 from megatron_rrtf.tokenizer.hf_tokenizer import HF_TOKENIZER_FILES
 from megatron_rrtf.tokenizer.loader import load_tokenizer
@@ -40,19 +50,6 @@ def load_step_config(step_dir: Path) -> RunConfig:
         raise CheckpointError(f"{step_dir} has no config.yaml (the run's resolved config); "
                               "export needs it to rebuild the model")
     return load_config(path)
-
-
-def load_megatron_state(config: RunConfig, step_dir: Path, padded_vocab: int,
-                        seed: int = 0) -> dict[str, torch.Tensor]:
-    """The checkpoint's weights as a TP=1/PP=1 megatron state dict on CPU (this process only)."""
-    from megatron_rrtf.model.build import build_gpt_model
-    from megatron_rrtf.parallel.init import process_groups
-
-    single = dataclasses.replace(config, parallel=ParallelConfig())
-    with process_groups(single.parallel, seed):
-        model = build_gpt_model(single, padded_vocab)
-        load_model(model, step_dir)
-        return {k: v.detach().cpu() for k, v in model.state_dict().items() if torch.is_tensor(v)}
 
 
 def _hf_token_ids(tokenizer_path: Path, tokenizer) -> tuple[int | None, int | None, int | None]:
@@ -80,30 +77,34 @@ def write_tokenizer(tokenizer_path: Path, out_dir: Path, model_max_length: int) 
         export_tokenizer(tokenizer_path, out_dir, model_max_length=model_max_length)
 
 
-def check_keys_against_hf(hf_config, state: dict[str, torch.Tensor], ignored: list[str]) -> None:
-    """Every weight the HF class has is written with its shape (built on the meta device)."""
+def hf_weight_shapes(hf_config, ignored: list[str]) -> list[tuple[str, tuple[int, ...]]]:
+    """Every weight the HF class has, in its state-dict order (embeddings, layers, head), with
+    its shape: built on the meta device, so any size costs nothing."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in
-                    AutoModelForCausalLM.from_config(hf_config).state_dict().items()
-                    if not any(re.fullmatch(p, k) for p in ignored)}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        shapes = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ExportError(f"mapped weights do not fit {type(hf_config).__name__}: missing "
-                          f"{missing[:3]}, unexpected {extra[:3]}, wrong shape {shapes[:3]}")
+        state = AutoModelForCausalLM.from_config(hf_config).state_dict()
+    return [(k, tuple(v.shape)) for k, v in state.items()
+            if not any(re.fullmatch(p, k) for p in ignored)]
+
+
+def shard_plan(model: ModelConfig, hf_config, dtype: torch.dtype,
+               max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> ShardPlan:
+    """The files an export of `model` (as `hf_config`, in `dtype`) is written to."""
+    converter = families.for_family(model.family)
+    return plan_shards(hf_weight_shapes(hf_config, converter.ignored_hf(model)), dtype,
+                       parse_size(max_shard_size))
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None,
-                      ) -> Path:
+                      max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> Path:
     """Write the HF model directory `out_dir` for a step dir or run dir (via checkpoints/latest).
 
-    dtype: float32 / bfloat16 / float16, or None to keep the checkpoint's. Returns out_dir."""
-    from safetensors.torch import save_file
+    dtype: float32 / bfloat16 / float16, or None to keep the checkpoint's. max_shard_size: bytes
+    or '5GB'-style (decimal, as transformers) per safetensors file. Returns out_dir."""
     from transformers import GenerationConfig
+
+    from megatron_rrtf.parallel.init import process_groups
 
     step_dir = resolve_step_dir(checkpoint)
     config = load_step_config(step_dir)
@@ -112,6 +113,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
     converter.check_representable(model)           # refuse before loading any weights
     if dtype is not None and dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype} is not one of {', '.join(DTYPES)}")
+    parse_size(max_shard_size)
     if not config.data.tokenizer:
         raise ExportError(f"{step_dir}/config.yaml has no data.tokenizer: the exported model "
                           "needs the tokenizer it was trained with")
@@ -123,25 +125,30 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
                           f"model.vocab_size={vocab}")
     bos, eos, pad = _hf_token_ids(tokenizer_path, tokenizer)
     hf_config = converter.hf_config(model, vocab, bos, eos, pad)
-
-    state = load_megatron_state(config, step_dir, model.padded_vocab_size(vocab),
-                                config.train.seed)
-    hf_state = converter.to_hf(state, model, vocab)
-    check_keys_against_hf(hf_config, hf_state, converter.ignored_hf(model))
-    if dtype is not None:
-        hf_state = {k: v.to(DTYPES[dtype]) for k, v in hf_state.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hf_config.dtype = next(iter(hf_state.values())).dtype
+
+    single = dataclasses.replace(config, parallel=ParallelConfig())
+    with process_groups(single.parallel, config.train.seed):
+        writer = None
+        for _, state in stream_megatron_groups(single, step_dir, model.padded_vocab_size(vocab)):
+            if writer is None:  # the checkpoint's dtype is known once the first group is read
+                out_dtype = DTYPES[dtype] if dtype else next(iter(state.values())).dtype
+                plan = shard_plan(model, hf_config, out_dtype, max_shard_size)
+                writer = ShardWriter(out_dir, plan)
+            writer.add(converter.to_hf(state, model, vocab))
+            del state                        # hold one group at a time (and the open shard)
+        writer.finish()
+    hf_config.dtype = out_dtype
     hf_config.save_pretrained(str(out_dir))
     GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad).save_pretrained(
         str(out_dir))
-    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(out_dir / "model.safetensors"),
-              metadata={"format": "pt"})
     write_tokenizer(tokenizer_path, out_dir, model.seq_length)
     (out_dir / "mrrtf_export.json").write_text(json.dumps(
         {"checkpoint": str(step_dir.resolve()), "family": model.family,
          "architecture": converter.ARCHITECTURE, "vocab_size": vocab,
-         "padded_vocab_size": model.padded_vocab_size(vocab)}, indent=1) + "\n")
-    log.info("exported %s -> %s (%s, vocab %d)", step_dir, out_dir, converter.ARCHITECTURE, vocab)
+         "padded_vocab_size": model.padded_vocab_size(vocab),
+         "shards": list(plan.files)}, indent=1) + "\n")
+    log.info("exported %s -> %s (%s, vocab %d, %d shard(s))", step_dir, out_dir,
+             converter.ARCHITECTURE, vocab, len(plan.files))
     return out_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from megatron_rrtf.convert.shards import DEFAULT_MAX_SHARD_SIZE
 from megatron_rrtf.errors import ExportError
 
 FORMATS = ("hf", "ct2", "gptq")
@@ -21,8 +22,9 @@ FORMATS = ("hf", "ct2", "gptq")
 
 def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf",
                  dtype: str | None = None, quantization: str | None = None,
-                 bits: int = 4) -> Path:
-    """Write `out_dir` in format `fmt` (see module doc); returns it."""
+                 bits: int = 4, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Write `out_dir` in format `fmt` (see module doc); returns it. max_shard_size: the largest
+    safetensors file of an hf export (convert.shards)."""
     from megatron_rrtf.convert.export import export_checkpoint
 
     if fmt not in FORMATS:
@@ -40,7 +42,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, fmt: str = "hf",
         import_ctranslate2()
     source, out_dir = Path(checkpoint), Path(out_dir)
     if fmt == "hf":
-        return export_checkpoint(source, out_dir, dtype=dtype)
+        return export_checkpoint(source, out_dir, dtype=dtype, max_shard_size=max_shard_size)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.hf.") as tmp:
         if (source / "model.bin").is_file():

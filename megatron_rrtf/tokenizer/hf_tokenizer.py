@@ -1,15 +1,33 @@
-"""Any Hugging Face tokenizer directory (local files only) behind the Tokenizer interface."""
+"""Any Hugging Face tokenizer directory (local files only) behind the Tokenizer interface.
+
+Our special tokens are looked up by our names, or by the tokenizer's own names for them where
+`mrrtf import` recorded such aliases in mrrtf_special_tokens.json (e.g. SantaCoder's
+<fim-prefix> for our <fim_prefix>; see megatron_rrtf.convert.token_extension).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from megatron_rrtf.errors import TokenizerError
 from megatron_rrtf.tokenizer.base import Tokenizer
 from megatron_rrtf.tokenizer.special_tokens import EOD
 
+SPECIAL_TOKEN_MAP = "mrrtf_special_tokens.json"
+"""Written by `mrrtf import` into the tokenizer directory: {"aliases", "existing", "added",
+"old_size", "new_size"}; "aliases" maps our token name -> the tokenizer's own token."""
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                      "tokenizer.model", "special_tokens_map.json", "added_tokens.json")
+                      "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
+                      SPECIAL_TOKEN_MAP)
+
+
+def read_aliases(tokenizer_dir: str | Path) -> dict[str, str]:
+    """Our token name -> the tokenizer's own token, from SPECIAL_TOKEN_MAP (empty without it)."""
+    path = Path(tokenizer_dir) / SPECIAL_TOKEN_MAP
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text()).get("aliases", {}))
 
 
 class HFTokenizer(Tokenizer):
@@ -25,6 +43,7 @@ class HFTokenizer(Tokenizer):
             raise TokenizerError(f"cannot load a Hugging Face tokenizer from {self.path} ({exc}); "
                                  "it needs tokenizer.json or tokenizer_config.json") from exc
         self._vocab = self._tok.get_vocab()
+        self._aliases = read_aliases(self.path)
 
     def __getstate__(self) -> dict:
         return {"path": str(self.path)}
@@ -48,7 +67,7 @@ class HFTokenizer(Tokenizer):
         return len(self._tok)
 
     def token_to_id(self, token: str) -> int | None:
-        return self._vocab.get(token)
+        return self._vocab.get(self._aliases.get(token, token))
 
     @property
     def eod(self) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from megatron_rrtf.convert.shards import DEFAULT_MAX_SHARD_SIZE
+
 HELP = ("export a checkpoint (step dir, or run dir via checkpoints/latest) as a Hugging Face, "
         "CTranslate2 or GPTQ model")
 
@@ -27,12 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ct2 weight type, e.g. int8 (CPU), int8_float16 / float16 (GPU); "
                         "default: the exported dtype")
     p.add_argument("--bits", type=int, choices=GPTQ_BITS, default=4, help="gptq bits")
+    p.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE,
+                   help="hf: largest safetensors file, in bytes or e.g. 500MB, 2GiB (default "
+                        f"{DEFAULT_MAX_SHARD_SIZE}, as transformers); more than one file gets "
+                        "model-0000x-of-0000n.safetensors + model.safetensors.index.json")
 
 
 def run(args: argparse.Namespace) -> int:
     from megatron_rrtf.convert.formats import export_model
 
     out = export_model(args.checkpoint, args.out_dir, fmt=args.format, dtype=args.dtype,
-                       quantization=args.quantization, bits=args.bits)
+                       quantization=args.quantization, bits=args.bits,
+                       max_shard_size=args.max_shard_size)
     print(f"exported to {out}")
     return 0
