@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from megatron_rrtf.errors import ExportError
+from megatron_rrtf.publish_dir import publish_dir
 from megatron_rrtf.tokenizer.hf_tokenizer import HF_TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,7 @@ def convert_to_ct2(hf_dir: str | Path, out_dir: str | Path, quantization: str | 
          "source": str(hf_dir.resolve()), "architecture": (hf_config.get("architectures")
                                                             or [None])[0],
          "max_positions": max_positions(hf_config)}, indent=1) + "\n")
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_dir(tmp, out_dir)
     log.info("converted %s -> %s (CTranslate2, quantization %s)", hf_dir, out_dir,
              quantization or "none")
     return out_dir

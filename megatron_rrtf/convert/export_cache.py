@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_rrtf.errors import CheckpointError, ExportError
+from megatron_rrtf.publish_dir import publish_dir
 
 SOURCE_FILE = "mrrtf_export_source.json"
 
@@ -83,12 +83,7 @@ def exported_step(step_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         export_checkpoint(step_dir, tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(fingerprint) + "\n")
-        old = hf_dir.with_name(f".{hf_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if hf_dir.exists():
-            os.replace(hf_dir, old)
-        os.replace(tmp, hf_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, hf_dir)
     return hf_dir
 
 

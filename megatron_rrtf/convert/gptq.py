@@ -13,11 +13,11 @@ installed there; the refusal (no GPU, or no package) is what the tests check.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from megatron_rrtf.errors import ExportError
+from megatron_rrtf.publish_dir import publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,6 @@ def quantize_gptq(hf_dir: str | Path, out_dir: str | Path, bits: int = 4,
     model.save(str(tmp))
     if (hf_dir / "mrrtf_export.json").is_file():
         shutil.copy2(hf_dir / "mrrtf_export.json", tmp / "mrrtf_export.json")
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_dir(tmp, out_dir)
     log.info("GPTQ %d-bit: %s -> %s", bits, hf_dir, out_dir)
     return out_dir
