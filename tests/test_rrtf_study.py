@@ -104,11 +104,12 @@ def test_a_seed_finished_with_other_settings_is_refused(tmp_path):
 @pytest.mark.xdist_group("rrtf_demo")
 @pytest.mark.usefixtures("one_torch_thread")
 def test_study_trains_three_arms_from_one_start_on_one_ranked_file_and_resumes(
-        tiny_data_config, tmp_path, monkeypatch):
+        tiny_data_config, tmp_path, monkeypatch, capsys):
     import align.evaluate
     import align.train
     from align.demo import DemoData
     from align.study import StudySettings, run_study
+    from mrrtf.cli import main
     from pretrain.run import run_pretrain
     from tests.pretrain_runs import pretrain_config
 
@@ -117,9 +118,16 @@ def test_study_trains_three_arms_from_one_start_on_one_ranked_file_and_resumes(
                                  "model.seq_length=256"))
     settings = StudySettings(round1_steps=2, round2_steps=3, round2_samples=2)
     data = DemoData(train=6, heldout=3)
-    args = (pretrained, tmp_path / "study", (1,), settings, data,
-            ["rrtf.student.max_new_tokens=8", "logging.progress_bar=false"])
-    [record], report = run_study(*args)
+    overrides = ["rrtf.student.max_new_tokens=8", "logging.progress_bar=false"]
+    args = (pretrained, tmp_path / "study", (1,), settings, data, overrides)
+    # the first run through the command line, flags as the docs give them
+    assert main(["rrtf", "study", "--pretrained", str(pretrained), "--out",
+                 str(tmp_path / "study"), "--seeds", "1", "--round1-steps", "2",
+                 "--round2-steps", "3", "--round2-samples", "2", "--train", "6",
+                 "--heldout", "3", *overrides]) == 0
+    assert "Does ranking add to SFT?" in capsys.readouterr().out
+    [record] = json.loads((tmp_path / "study" / "study.json").read_text())
+    report = tmp_path / "study" / "report.md"
 
     start = record["start_model"]
     assert set(record["arms"]) == {"rrtf", "rrhf", "sft"}
