@@ -18,9 +18,10 @@ construction. Here, per seed, under <out>/seed_<s>/:
                              steps, loss and ranked file hash
 <out>/report.md gathers the seeds (align.study_report.study_report).
 
-Resumable at every level: a seed whose study.json exists with the same settings is read back;
-trained rounds and arms are skipped (run_rounds), sampling resumes by chunk, ranking and
-evaluations whose files exist are not redone.
+Resumable at every level: a finished seed's study.json is read back; trained rounds and arms
+are skipped (run_rounds), sampling resumes by chunk, ranking and evaluations whose files exist
+are not redone. study_meta.json, written when a seed starts, holds its settings: a rerun with
+other settings is refused (it would otherwise continue or mix runs of different sizes).
 """
 
 from __future__ import annotations
@@ -147,14 +148,18 @@ def run_study_seed(pretrained: str | Path, out: str | Path, seed: int,
     pretrained, out = Path(pretrained), Path(out) / f"seed_{seed}"
     meta = {"settings": dataclasses.asdict(settings), "data": dataclasses.asdict(data),
             "overrides": list(overrides), "pretrained": str(pretrained)}
-    record_path = out / "study.json"
+    record_path, meta_path = out / "study.json", out / "study_meta.json"
+    if meta_path.is_file():
+        before = json.loads(meta_path.read_text())
+        if before != meta:
+            raise ConfigError(f"{meta_path}: seed {seed} was started with other settings "
+                              f"({before}); give another --out, or delete {out} to redo it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record["meta"] != meta:
-            raise ConfigError(f"{record_path} was written with other settings ({record['meta']})"
-                              f"; give another --out, or delete {out} to redo this seed")
         log.info("seed %d: finished before (%s), read back", seed, record_path)
-        return record
+        return json.loads(record_path.read_text())
 
     files = write_demo_data(out / "data", seed, data)
     heldout, _ = load_problems(files["heldout"])

@@ -81,14 +81,20 @@ def study_report(records: Sequence[Mapping[str, Any]]) -> str:
                  + f" | {format_stats(share, 1)} | {format_stats(above, 0)} "
                    f"| {format_stats(ties, 0)} | |")
     lines += ["", "## Pairs of arms", "",
-              "| comparison | Δ mean (points) | beyond seed noise? |", "|---|---:|---|"]
+              "| comparison | Δ mean (points) | beyond seed noise? | Δ per seed |",
+              "|---|---:|---|---|"]
     for a, b in [*combinations(ARMS, 2), *((arm, "start") for arm in ARMS)]:
         sa, sb = stats[a], stats[b]
         delta = f"{sa.mean - sb.mean:+.1f}" if sa and sb else "–"
-        lines.append(f"| {LABELS[a]} − {LABELS[b]} | {delta} | {verdict(sa, sb)} |")
+        per_seed = ", ".join(f"{100 * (r['pass@1'][a] - r['pass@1'][b]):+.1f}" for r in records
+                             if a in r["pass@1"] and b in r["pass@1"])
+        lines.append(f"| {LABELS[a]} − {LABELS[b]} | {delta} | {verdict(sa, sb)} "
+                     f"| {per_seed or '–'} |")
     lines += ["", f"Rule: {RULE}. n = {len(records)} seeds.", "",
               "Student pass share: the round-2 student's (the round-1 model's) samples on the "
               "training problems that pass all tests. Student-above pairs: (student, other "
               "response) pairs of one problem where the student scores higher; ties: (student, "
-              "teacher) pairs at an equal score (align/study_report.py)."]
+              "teacher) pairs at an equal score (align/study_report.py). Δ per seed: the arms "
+              "share their start and data within a seed, so a sign that holds on every seed is "
+              "worth reading beside the mark."]
     return "\n".join(lines) + "\n"

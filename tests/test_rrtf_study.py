@@ -63,10 +63,12 @@ def test_report_marks_only_differences_beyond_seed_noise():
     report = study_report(records)
     assert _row(report, "mean ± sd")[1:5] == ["10.0 ± 2.0", "61.0 ± 1.0", "50.0 ± 10.0",
                                             "41.0 ± 1.0"]
-    assert _row(report, "RRTF − SFT-only") == ["RRTF − SFT-only", "+20.0", "yes"]
-    assert _row(report, "RRHF − SFT-only") == ["RRHF − SFT-only", "+9.0", "no"]
+    assert _row(report, "RRTF − SFT-only") == ["RRTF − SFT-only", "+20.0", "yes",
+                                                "+20.0, +20.0, +20.0"]
+    assert _row(report, "RRHF − SFT-only") == ["RRHF − SFT-only", "+9.0", "no",
+                                                "+10.0, -2.0, +19.0"]
     assert _row(report, "RRTF − RRHF")[2] == "no"
-    assert _row(report, "SFT-only − round 1 (start)")[1:] == ["+31.0", "yes"]
+    assert _row(report, "SFT-only − round 1 (start)")[1:3] == ["+31.0", "yes"]
     assert _row(report, "2")[1:5] == ["12.0", "62.0", "40.0", "42.0"]
     assert "n = 3 seeds" in report
 
@@ -95,9 +97,10 @@ def test_a_seed_finished_with_other_settings_is_refused(tmp_path):
 
     seed_dir = tmp_path / "seed_1"
     seed_dir.mkdir()
-    (seed_dir / "study.json").write_text(json.dumps({"meta": {"settings": {}}}))
-    with pytest.raises(ConfigError, match="other settings.*delete"):
+    (seed_dir / "study_meta.json").write_text(json.dumps({"settings": {"round1_steps": 9}}))
+    with pytest.raises(ConfigError, match="study_meta.json.*other settings.*delete"):
         run_study_seed(tmp_path / "pretrain", tmp_path, 1, StudySettings())
+    assert not (seed_dir / "data").exists()  # refused before anything was written
 
 
 @pytest.mark.slow
