@@ -40,7 +40,7 @@ from typing import Any
 from align.demo import DemoData, demo_config, write_demo_data
 from align.study_report import ARMS, pair_counts, study_report
 from megatron_rrtf.config import RunConfig, load_config
-from megatron_rrtf.errors import ConfigError
+from megatron_rrtf.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,17 @@ def _sample_and_rank(cfg: RunConfig, student: Path, problems, out: Path, seed: i
     return ranked
 
 
+def _finished(result: dict[str, Any], what: str) -> Path:
+    """The final model of a run_rounds result whose training completed; else a clear error (a
+    stopped round's "final" would be its start, and the study would compare the wrong model)."""
+    train = result["rounds"][-1]["train"]
+    if train["status"] != "completed":
+        raise CheckpointError(f"{what} stopped at step {train.get('step')} ({train['status']}, "
+                              f"{result['rounds'][-1]['dir']}); re-run the same command to "
+                              "resume from its checkpoint")
+    return Path(result["final"])
+
+
 def _recorded_arm(arm_dir: Path) -> dict[str, Any]:
     """What the arm's training run recorded: its resolved config and the ranked file it read."""
     rd = arm_dir / "round_1"
@@ -170,7 +181,7 @@ def run_study_seed(pretrained: str | Path, out: str | Path, seed: int,
     def evaluate(model: Path) -> dict[str, float]:
         return evaluate_model(model, heldout, round1_cfg.rrtf, HeldoutEval(seed=seed), None)
 
-    start = Path(run_rounds(round1_cfg)["final"])
+    start = _finished(run_rounds(round1_cfg), f"round 1 of seed {seed}")
     pass1 = {"start": _cached_eval(out / "eval_start.json", start, evaluate)}
     log.info("seed %d: round 1 model %s, held-out pass@1 %.3f", seed, start, pass1["start"])
 
@@ -189,12 +200,9 @@ def run_study_seed(pretrained: str | Path, out: str | Path, seed: int,
         if not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ranked, dst)
-        result = run_rounds(demo_config(pretrained, arm_dir, files, seed, overrides=[
-            *overrides, *study_overrides(settings, arm, start)]))
-        if result["rounds"][-1]["train"]["status"] != "completed":
-            raise ConfigError(f"arm {arm} of seed {seed} stopped before round2_steps "
-                              f"({arm_dir}); re-run the same command to resume")
-        pass1[arm] = _cached_eval(out / f"eval_{arm}.json", Path(result["final"]), evaluate)
+        model = _finished(run_rounds(demo_config(pretrained, arm_dir, files, seed, overrides=[
+            *overrides, *study_overrides(settings, arm, start)])), f"arm {arm} of seed {seed}")
+        pass1[arm] = _cached_eval(out / f"eval_{arm}.json", model, evaluate)
         arms[arm] = _recorded_arm(arm_dir)
         log.info("seed %d: arm %s held-out pass@1 %.3f", seed, arm, pass1[arm])
 

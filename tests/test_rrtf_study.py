@@ -103,6 +103,18 @@ def test_a_seed_finished_with_other_settings_is_refused(tmp_path):
     assert not (seed_dir / "data").exists()  # refused before anything was written
 
 
+def test_a_stopped_round_is_not_taken_for_a_finished_model():
+    from align.study import _finished
+    from megatron_rrtf.errors import CheckpointError
+
+    stopped = {"final": "pretrain", "rounds": [{"dir": "r/round_1", "train": {
+        "status": "interrupted", "step": 40}}]}
+    with pytest.raises(CheckpointError, match="arm rrhf of seed 2 stopped at step 40.*re-run"):
+        _finished(stopped, "arm rrhf of seed 2")
+    stopped["rounds"][0]["train"]["status"] = "completed"
+    assert str(_finished(stopped, "x")) == "pretrain"
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("rrtf_demo")
 @pytest.mark.usefixtures("one_torch_thread")
