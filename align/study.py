@@ -7,8 +7,9 @@ construction. Here, per seed, under <out>/seed_<s>/:
                              (align.rounds.run_rounds): the warm student
   round2/responses.jsonl     samples of the warm student (round2_samples per problem at
                              round2_temperature) + the teacher file; round2/ranked.jsonl: ranked
-                             once, shared by the three arms
-  arms/<arm>/round_1/        rrtf (rrtf.loss=rrtf), rrhf (rrtf.loss=rrhf), sft (rrtf.rank_weight=0):
+                             once, shared by the arms
+  arms/<arm>/round_1/        rrtf (rrtf.loss=rrtf), rrhf (rrtf.loss=rrhf), sft (rrtf.loss=rrtf,
+                             rrtf.rank_weight=0), sft_rrhf (rrtf.loss=rrhf, rrtf.rank_weight=0):
                              each trained from round 1's model on a copy of round2/ranked.jsonl
                              for round2_steps steps (run_rounds, which finds the ranked file and
                              does not sample)
@@ -45,8 +46,12 @@ from megatron_rrtf.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 ARM_OVERRIDES = {"rrtf": ("rrtf.loss=rrtf",), "rrhf": ("rrtf.loss=rrhf",),
-                 "sft": ("rrtf.loss=rrtf", "rrtf.rank_weight=0")}
-"""What differs between the arms; everything else (start, data, steps, seed) is shared."""
+                 "sft": ("rrtf.loss=rrtf", "rrtf.rank_weight=0"),
+                 "sft_rrhf": ("rrtf.loss=rrhf", "rrtf.rank_weight=0")}
+"""What differs between the arms (align.study_report.ARMS); everything else (start, data,
+steps, seed) is shared. Each ranking loss has its own SFT-only control, because the two losses'
+CE terms differ (RRTF: summed token NLL of the best teacher answer; RRHF: mean token NLL of the
+best response), so "RRHF vs SFT-only" alone would mix the ranking term with the CE's form."""
 PASS_KEY = "heldout/pass@1 (greedy)"
 DEMO_DATA = DemoData()
 """The demo's problem family, as `mrrtf rrtf demo` uses it."""
@@ -62,13 +67,19 @@ class StudySettings:
     round1_steps: int = 300
     """RRTF steps from the pretrained model (the warm student)."""
     round2_steps: int = 300
-    """Steps of each arm (the same for all three)."""
+    """Steps of each arm (the same for all)."""
     round2_samples: int = 4
     """Student samples per training problem in round 2."""
     round2_temperature: float = 0.8
     """Sampling temperature of the round-2 student."""
+    arms: tuple[str, ...] = ARMS
+    """The arms to train (each round2_steps steps from the same start)."""
 
     def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARM_OVERRIDES]
+        if unknown or not self.arms:
+            raise ConfigError(f"ranking study: arms {list(self.arms)}: choose one or more of "
+                              f"{', '.join(ARM_OVERRIDES)}")
         if min(self.round1_steps, self.round2_steps, self.round2_samples) < 1:
             raise ConfigError(f"ranking study: round1_steps={self.round1_steps}, round2_steps="
                               f"{self.round2_steps} and round2_samples={self.round2_samples} "
@@ -157,8 +168,9 @@ def run_study_seed(pretrained: str | Path, out: str | Path, seed: int,
 
     t0 = time.time()
     pretrained, out = Path(pretrained), Path(out) / f"seed_{seed}"
-    meta = {"settings": dataclasses.asdict(settings), "data": dataclasses.asdict(data),
-            "overrides": list(overrides), "pretrained": str(pretrained)}
+    meta = json.loads(json.dumps({  # as it reads back from JSON (tuples become lists)
+        "settings": dataclasses.asdict(settings), "data": dataclasses.asdict(data),
+        "overrides": list(overrides), "pretrained": str(pretrained)}))
     record_path, meta_path = out / "study.json", out / "study_meta.json"
     if meta_path.is_file():
         before = json.loads(meta_path.read_text())
@@ -194,7 +206,7 @@ def run_study_seed(pretrained: str | Path, out: str | Path, seed: int,
              counts["student_ties_teacher"])
 
     arms: dict[str, dict[str, Any]] = {}
-    for arm in ARMS:
+    for arm in settings.arms:
         arm_dir = out / "arms" / arm
         dst = arm_dir / "round_1" / "ranked.jsonl"
         if not dst.is_file():

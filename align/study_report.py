@@ -26,9 +26,14 @@ from typing import Any
 
 from megatron_rrtf.eval.seeds import RULE, SeedStats, aggregate, format_stats, verdict
 
-ARMS = ("rrtf", "rrhf", "sft")
-"""The three arms trained from the same round-1 model on the same ranked file."""
-LABELS = {"start": "round 1 (start)", "rrtf": "RRTF", "rrhf": "RRHF", "sft": "SFT-only"}
+ARMS = ("rrtf", "rrhf", "sft", "sft_rrhf")
+"""The arms trained from the same round-1 model on the same ranked file, in report order:
+rrtf and rrhf (the two ranking losses), sft (rrtf.loss=rrtf with rrtf.rank_weight=0: the summed
+token NLL of the best teacher answer, i.e. RRTF without its ranking term) and sft_rrhf
+(rrtf.loss=rrhf with rrtf.rank_weight=0: RRHF without its ranking term, the mean token NLL of
+the best response, a student one where only a student passes)."""
+LABELS = {"start": "round 1 (start)", "rrtf": "RRTF", "rrhf": "RRHF", "sft": "SFT-only",
+          "sft_rrhf": "SFT-only (RRHF's CE)"}
 COUNT_NAMES = ("student_samples", "student_passed", "student_above_other",
                "student_ties_teacher", "problems_only_student_passes")
 
@@ -60,7 +65,8 @@ def _pct(records: Sequence[Mapping[str, Any]], column: str) -> SeedStats | None:
 
 def study_report(records: Sequence[Mapping[str, Any]]) -> str:
     """The Markdown report of per-seed study records (align.study.run_study_seed)."""
-    columns = ["start", *ARMS]
+    arms = [a for a in ARMS if any(a in r["pass@1"] for r in records)]
+    columns = ["start", *arms]
     lines = ["# Does ranking add to SFT? Held-out pass@1 (greedy, %)", "",
              "| seed | " + " | ".join(LABELS[c] for c in columns)
              + " | student pass share (%) | student-above pairs | student=teacher ties "
@@ -83,7 +89,7 @@ def study_report(records: Sequence[Mapping[str, Any]]) -> str:
     lines += ["", "## Pairs of arms", "",
               "| comparison | Δ mean (points) | beyond seed noise? | Δ per seed |",
               "|---|---:|---|---|"]
-    for a, b in [*combinations(ARMS, 2), *((arm, "start") for arm in ARMS)]:
+    for a, b in [*combinations(arms, 2), *((arm, "start") for arm in arms)]:
         sa, sb = stats[a], stats[b]
         delta = f"{sa.mean - sb.mean:+.1f}" if sa and sb else "–"
         per_seed = ", ".join(f"{100 * (r['pass@1'][a] - r['pass@1'][b]):+.1f}" for r in records

@@ -73,6 +73,17 @@ def test_report_marks_only_differences_beyond_seed_noise():
     assert "n = 3 seeds" in report
 
 
+def test_report_shows_the_rrhf_control_only_when_it_was_run():
+    three = study_report([_record(1, 0.1, 0.6, 0.5, 0.4), _record(2, 0.1, 0.6, 0.5, 0.4)])
+    assert "RRHF's CE" not in three
+    records = [_record(s, 0.1, 0.6, 0.5, 0.4) for s in (1, 2)]
+    for r, v in zip(records, (0.45, 0.47)):
+        r["pass@1"]["sft_rrhf"] = v
+    four = study_report(records)
+    assert _row(four, "mean ± sd")[5] == "46.0 ± 1.4"
+    assert _row(four, "RRHF − SFT-only (RRHF's CE)")[1:4] == ["+4.0", "yes", "+5.0, +3.0"]
+
+
 def test_report_of_one_seed_says_noise_cannot_be_judged():
     report = study_report([_record(1, 0.1, 0.6, 0.5, 0.4)])
     assert _row(report, "RRTF − SFT-only")[2].startswith("n/a")
@@ -82,13 +93,22 @@ def test_study_overrides_make_arms_differ_only_in_their_loss(tmp_path):
     from align.study import StudySettings, study_overrides
 
     s = StudySettings(round2_steps=7)
-    arms = {a: study_overrides(s, a, tmp_path / "start") for a in ("rrtf", "rrhf", "sft")}
+    arms = {a: study_overrides(s, a, tmp_path / "start") for a in s.arms}
     shared = set.intersection(*(set(v) for v in arms.values()))
     assert {"train.train_steps=7", f"checkpoint.init_from={tmp_path / 'start'}",
             "rrtf.rounds=1", "rrtf.student.samples=4"} <= shared
     assert {a: sorted(set(v) - shared) for a, v in arms.items()} == {
         "rrtf": ["rrtf.loss=rrtf"], "rrhf": ["rrtf.loss=rrhf"],
-        "sft": ["rrtf.loss=rrtf", "rrtf.rank_weight=0"]}
+        "sft": ["rrtf.loss=rrtf", "rrtf.rank_weight=0"],
+        "sft_rrhf": ["rrtf.loss=rrhf", "rrtf.rank_weight=0"]}
+
+
+def test_unknown_arms_are_refused_by_name():
+    from align.study import StudySettings
+    from megatron_rrtf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'dpo'.*rrtf, rrhf, sft, sft_rrhf"):
+        StudySettings(arms=("rrtf", "dpo"))
 
 
 def test_a_seed_finished_with_other_settings_is_refused(tmp_path):
@@ -118,7 +138,7 @@ def test_a_stopped_round_is_not_taken_for_a_finished_model():
 @pytest.mark.slow
 @pytest.mark.xdist_group("rrtf_demo")
 @pytest.mark.usefixtures("one_torch_thread")
-def test_study_trains_three_arms_from_one_start_on_one_ranked_file_and_resumes(
+def test_study_trains_every_arm_from_one_start_on_one_ranked_file_and_resumes(
         tiny_data_config, tmp_path, monkeypatch, capsys):
     import align.evaluate
     import align.train
@@ -145,15 +165,16 @@ def test_study_trains_three_arms_from_one_start_on_one_ranked_file_and_resumes(
     report = tmp_path / "study" / "report.md"
 
     start = record["start_model"]
-    assert set(record["arms"]) == {"rrtf", "rrhf", "sft"}
+    assert set(record["arms"]) == {"rrtf", "rrhf", "sft", "sft_rrhf"}
     for arm, meta in record["arms"].items():  # as each arm's training run recorded it
         assert meta["init_from"] == start, arm
         assert meta["ranked_sha256"] == record["ranked_sha256"], arm
         assert meta["train_steps"] == meta["step"] == 3, arm
     assert {a: (m["loss"], m["rank_weight"]) for a, m in record["arms"].items()} == {
-        "rrtf": ("rrtf", 1.0), "rrhf": ("rrhf", 1.0), "sft": ("rrtf", 0.0)}
+        "rrtf": ("rrtf", 1.0), "rrhf": ("rrhf", 1.0), "sft": ("rrtf", 0.0),
+        "sft_rrhf": ("rrhf", 0.0)}
     assert record["round2"]["student_samples"] == 6 * 2
-    assert set(record["pass@1"]) == {"start", "rrtf", "rrhf", "sft"}
+    assert set(record["pass@1"]) == {"start", "rrtf", "rrhf", "sft", "sft_rrhf"}
     assert "| 1 |" in report.read_text()
 
     # a rerun with the seed's record removed: nothing is trained or evaluated again

@@ -18,7 +18,8 @@ remaining flags come from their dataclasses (mrrtf.commands.flags).
   mrrtf rrtf eval CONFIG... --problems P --before M --after M   held-out pass@k table
   mrrtf rrtf demo --pretrained DIR --seeds 1,2,3   the CPU demo (RRTF vs SFT-only), per seed
   mrrtf rrtf study --pretrained DIR --seeds 1,2,3  does ranking add to SFT? RRTF / RRHF /
-                    SFT-only from a warm student whose samples pass sometimes (align/study.py)
+                    their SFT-only controls from a warm student whose samples pass sometimes
+                    (align/study.py)
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ BENCHMARK_FIELDS = {
 BENCHMARK_FLAGS = {"num_samples": "--humaneval-samples", "limit": "--humaneval-limit"}
 STUDY_FIELDS = {
     "round1_steps": "RRTF steps from the pretrained model (the warm student)",
-    "round2_steps": "training steps of each arm (RRTF, RRHF, SFT-only; the same for all)",
+    "round2_steps": "training steps of each arm (the same for all)",
     "round2_samples": "student samples per training problem in round 2",
     "round2_temperature": "sampling temperature of the round-2 student",
+    "arms": "comma-separated arms: rrtf, rrhf, sft (RRTF's CE alone), sft_rrhf (RRHF's CE alone)",
 }
 STUDY_SEEDS = "1,2,3"
 
