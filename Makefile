@@ -2,6 +2,7 @@
 #   make demo   tiny end-to-end run on the built-in corpus (CPU)
 #   make test   the test suite (what CI runs)
 #   make test-fast   the suite minus the slow tests, for the inner loop
+#   make rrtf-study   does ranking add to SFT? RRTF / RRHF / SFT-only over 3 seeds (docs/rrtf.md)
 #   make compare-demo   4 tiny runs differing only in objective mixture, evaluated and compared
 #   make compare-grid   the objective grid over 3 seeds (docs/compare.md; GRID=all for every axis)
 PY ?= python3
@@ -9,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare-demo compare-grid test test-fast lint install clean
+.PHONY: demo rrtf-study compare-demo compare-grid test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +32,11 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mrrtf demo --out demo_out
+
+# Pretrains only when demo_out/pretrain holds no finished run; resumable (a rerun skips what is done).
+rrtf-study: $(STAMP)
+	test -f demo_out/pretrain/summary.json || $(BIN)/mrrtf demo --no-rrtf --out demo_out
+	$(BIN)/mrrtf rrtf study --pretrained demo_out/pretrain --out demo_out/study --seeds 1,2,3
 
 compare-demo: $(STAMP)
 	$(BIN)/mrrtf compare-demo --out compare_out

@@ -17,6 +17,9 @@ remaining flags come from their dataclasses (mrrtf.commands.flags).
   mrrtf rrtf run CONFIG...                  rounds of export -> sample -> rank -> train (resumable)
   mrrtf rrtf eval CONFIG... --problems P --before M --after M   held-out pass@k table
   mrrtf rrtf demo --pretrained DIR --seeds 1,2,3   the CPU demo (RRTF vs SFT-only), per seed
+  mrrtf rrtf study --pretrained DIR --seeds 1,2,3  does ranking add to SFT? RRTF / RRHF /
+                    their SFT-only controls from a warm student whose samples pass sometimes
+                    (align/study.py)
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from mrrtf.commands.arglists import csv_ints, csv_items
 from mrrtf.commands.config_cmd import add_config_arguments, load_config_arguments
 from mrrtf.commands.flags import add_flags, flag_values
 
-HELP = "RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo"
+HELP = ("RRTF steps: demo-data, decontaminate, evolve, sample, rank, train, run, eval, demo, "
+        "study")
 log = logging.getLogger(__name__)
 
 DEMO_DATA_FIELDS = {
@@ -53,11 +57,20 @@ BENCHMARK_FIELDS = {
     "infill_tasks": "infilling tasks per mask type (0: all, as `mrrtf eval`)",
 }
 BENCHMARK_FLAGS = {"num_samples": "--humaneval-samples", "limit": "--humaneval-limit"}
+STUDY_FIELDS = {
+    "round1_steps": "RRTF steps from the pretrained model (the warm student)",
+    "round2_steps": "training steps of each arm (the same for all)",
+    "round2_samples": "student samples per training problem in round 2",
+    "round2_temperature": "sampling temperature of the round-2 student",
+    "arms": "comma-separated arms: rrtf, rrhf, sft (RRTF's CE alone), sft_rrhf (RRHF's CE alone)",
+}
+STUDY_SEEDS = "1,2,3"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from align.demo import DEMO_SEED, DemoData
     from align.evaluate import HeldoutEval
+    from align.study import StudySettings
     from megatron_rrtf.config.rrtf import SamplingConfig
     from megatron_rrtf.eval.checkpoint_eval import EvalOptions
     from mrrtf.commands.demo import DEMO_OUT, PRETRAIN_DIR, RRTF_DIR
@@ -158,6 +171,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("overrides", nargs="*", help="key=value overrides of "
                                                 "configs/rrtf/tiny_demo.yaml")
     m.set_defaults(_step=_demo)
+
+    y = sub.add_parser("study", help="does ranking add to SFT? RRTF vs RRHF vs SFT-only from "
+                                     "round 1's model on one ranked set, over seeds (resumable)")
+    y.add_argument("--pretrained", default=f"{DEMO_OUT}/{PRETRAIN_DIR}",
+                   help="pretraining run dir (what `mrrtf demo --no-rrtf` trains)")
+    y.add_argument("--out", default=f"{DEMO_OUT}/study",
+                   help="per seed OUT/seed_S/, and OUT/report.md over the seeds")
+    y.add_argument("--seeds", default=STUDY_SEEDS,
+                   help=f"comma-separated seeds (default: {STUDY_SEEDS})")
+    add_flags(y, StudySettings, STUDY_FIELDS)
+    add_flags(y, DemoData, {k: DEMO_DATA_FIELDS[k] for k in ("train", "heldout")})
+    y.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (1 is much faster on a shared, busy CPU)")
+    y.add_argument("overrides", nargs="*", help="key=value overrides of "
+                                                "configs/rrtf/tiny_demo.yaml (every stage)")
+    y.set_defaults(_step=_study)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -350,4 +379,21 @@ def _demo(args: argparse.Namespace) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "seeds.md").write_text(table)
     print("held-out pass@1 (greedy, %) per seed:\n" + table, end="")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from align.demo import DemoData
+    from align.study import StudySettings, run_study
+
+    seeds = csv_ints(args.seeds, "--seeds")
+    settings = StudySettings(**flag_values(args, StudySettings, STUDY_FIELDS))
+    data = DemoData(train=args.train, heldout=args.heldout)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _, report = run_study(args.pretrained, args.out, seeds, settings, data, args.overrides)
+    print(report.read_text(), end="")
+    print(f"-> {report} (per seed: {Path(args.out) / 'seed_S' / 'study.json'})")
     return 0
