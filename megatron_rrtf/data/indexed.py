@@ -52,6 +52,16 @@ class AtomicIndexedWriter:
         self.docs += 1
         self.tokens += len(tokens)
 
+    def append(self, prefix: Path) -> None:
+        """Append a whole indexed dataset (megatron's builder.add_index), e.g. a task's part."""
+        from megatron.core.datasets.indexed_dataset import _IndexReader
+
+        index = _IndexReader(str(prefix) + ".idx", multimodal=False)
+        self.docs += len(index.sequence_lengths)
+        self.tokens += int(index.sequence_lengths.sum(dtype=np.int64))
+        del index
+        self._builder.add_index(str(prefix))
+
     def commit(self) -> dict[str, int]:
         self._builder.finalize(str(self._tmp_idx))
         _fsync(self._tmp_bin)
