@@ -53,14 +53,16 @@ class AtomicIndexedWriter:
         self.tokens += len(tokens)
 
     def append(self, prefix: Path) -> None:
-        """Append a whole indexed dataset (megatron's builder.add_index), e.g. a task's part."""
-        from megatron.core.datasets.indexed_dataset import _IndexReader
+        """Append every document of the indexed dataset at `prefix` (e.g. a task's part), one
+        at a time (megatron's builder.add_index calls gc.collect() per part: seconds each)."""
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-        index = _IndexReader(str(prefix) + ".idx", multimodal=False)
-        self.docs += len(index.sequence_lengths)
-        self.tokens += int(index.sequence_lengths.sum(dtype=np.int64))
-        del index
-        self._builder.add_index(str(prefix))
+        prefix = Path(prefix)
+        if prefix.with_name(prefix.name + ".bin").stat().st_size == 0:
+            return
+        dataset = IndexedDataset(str(prefix), mmap=True)
+        for i in range(len(dataset)):
+            self.add(dataset[i])
 
     def commit(self) -> dict[str, int]:
         self._builder.finalize(str(self._tmp_idx))

@@ -46,11 +46,17 @@ def _dir_files(source: SourceConfig, key: str) -> list[Path]:
 
 def _record_fields(source: SourceConfig) -> list[str]:
     """The text field, then the filter columns the source config names."""
+    return [name for _, name in _field_keys(source)]
+
+
+def _field_keys(source: SourceConfig) -> list[tuple[str, str]]:
+    """(config key, column) of the text field and the filter columns."""
     f = source.filters
-    return [source.field] + [getattr(f, k) for k in f.record_fields()]
+    return [("field", source.field)] + [(f"filters.{k}", getattr(f, k))
+                                        for k in f.record_fields()]
 
 
-def _check_jsonl_field(path: Path, fields: list[str], key: str) -> None:
+def _check_jsonl_field(path: Path, fields: list[tuple[str, str]], key: str) -> None:
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if lineno > 1000:
@@ -61,28 +67,26 @@ def _check_jsonl_field(path: Path, fields: list[str], key: str) -> None:
                 record = json.loads(line)
             except ValueError:
                 continue
-            for field in fields:
+            for name, field in fields:
                 if not isinstance(record, dict) or field not in record:
                     keys = (", ".join(sorted(record)) if isinstance(record, dict)
                             else type(record).__name__)
-                    raise DataError(f"{key}: field {field!r} is not in {path} (line {lineno} "
-                                    f"has: {keys}); set data.sources[].field or the "
-                                    "data.sources[].filters.*_field that names it")
+                    raise DataError(f"{key}.{name}={field!r} is not in {path} (line {lineno} "
+                                    f"has: {keys}); set data.sources[].{name} to its field")
             return
 
 
-def _check_parquet_field(path: Path, fields: list[str], key: str) -> None:
+def _check_parquet_field(path: Path, fields: list[tuple[str, str]], key: str) -> None:
     import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise DataError(f"{key}: {path} is not a readable parquet file ({exc})") from exc
-    for field in fields:
+    for name, field in fields:
         if field not in names:
-            raise DataError(f"{key}: field {field!r} is not a column of {path} (columns: "
-                            f"{', '.join(names)}); set data.sources[].field or the "
-                            "data.sources[].filters.*_field that names it")
+            raise DataError(f"{key}.{name}={field!r} is not a column of {path} (columns: "
+                            f"{', '.join(names)}); set data.sources[].{name}")
 
 
 def _load_hf_disk(source: SourceConfig, key: str):
@@ -119,9 +123,9 @@ def check_source(source: SourceConfig, key: str) -> str:
             if not path.is_file():
                 raise DataError(f"{key}.files: {path} does not exist")
             if path.suffix in JSON_SUFFIXES:
-                _check_jsonl_field(path, _record_fields(source), key)
+                _check_jsonl_field(path, _field_keys(source), key)
             elif path.suffix in PARQUET_SUFFIXES:
-                _check_parquet_field(path, _record_fields(source), key)
+                _check_parquet_field(path, _field_keys(source), key)
             elif path.suffix not in TEXT_SUFFIXES:
                 raise DataError(f"{key}.files: {path} has an unknown suffix; use .jsonl/.json "
                                 f"(JSON lines), .parquet, or {'/'.join(TEXT_SUFFIXES)} (text)")
