@@ -64,9 +64,11 @@ class CodeMinhashSignature(MinhashDedupSignature):
                          language=CodeWordTokenizer())
 
     def get_shingles(self, text: str) -> np.ndarray:
+        import xxhash  # a datasets dependency; datatrove's own wrapper fails on xxhash 4 (str)
+
         shingles = code_shingles(text, self.config.n_grams)
-        return np.fromiter((self._hash_func(s) for s in sorted(shingles)), dtype=np.uint64,
-                           count=len(shingles)).reshape((-1, 1))
+        return np.fromiter((xxhash.xxh64_intdigest(s.encode("utf-8")) for s in shingles),
+                           dtype=np.uint64, count=len(shingles)).reshape((-1, 1))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
         return super().run((doc for doc in data if kept(doc)), rank, world_size)
