@@ -135,6 +135,9 @@ class NearDedupConfig:
     """LSH bands (datatrove's num_buckets): one bucket task each."""
     rows: int = 9
     """MinHash values per band (datatrove's hashes_per_bucket)."""
+    jaccard: float | None = 0.7
+    """Keep an LSH candidate pair only when its whole-signature Jaccard estimate is >= this
+    (BigCode's 0.7); null: every LSH candidate pair counts."""
     seed: int = 1
 
     @property
@@ -144,6 +147,8 @@ class NearDedupConfig:
     def validate(self) -> None:
         if self.ngram < 1 or self.bands < 1 or self.rows < 1:
             raise ConfigError("data.near_dedup.ngram, bands and rows must be >= 1")
+        if self.jaccard is not None and not 0 < self.jaccard <= 1:
+            raise ConfigError(f"data.near_dedup.jaccard={self.jaccard} must be in (0, 1]")
 
 
 @dataclass

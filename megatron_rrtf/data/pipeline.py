@@ -4,6 +4,7 @@
   exact_find        (exact buckets)   first copy per digest kept, the rest listed per task
   near_signatures   (data.tasks)      read + exact marks -> MinHash signatures  [near_dedup on]
   near_buckets      (LSH bands)       datatrove: candidate pairs per band        [near_dedup on]
+  near_verify       (LSH bands)       pairs kept when the signature estimate >= near_dedup.jaccard
   near_cluster      (1)               datatrove: clusters, all but one removed   [near_dedup on]
   write             (data.tasks)      read + marks + decontaminate -> tokenize -> parts
   merge             (1)               parts -> one .bin/.idx per source and split + manifest
@@ -77,6 +78,7 @@ def build_pipeline(data: DataConfig, plan: list[list[Unit]], work: Path, tokeniz
     from megatron_rrtf.data.stages.near_dedup import (
         CodeMinhashSignature,
         NearDuplicateMark,
+        VerifyPairs,
         minhash_config,
     )
     from megatron_rrtf.data.stages.read import ReadDocuments
@@ -107,7 +109,13 @@ def build_pipeline(data: DataConfig, plan: list[list[Unit]], work: Path, tokeniz
         stage("near_buckets", [MinhashDedupBuckets(str(near / "signatures"),
                                                    str(near / "buckets"), config=cfg)],
               cfg.num_buckets)
-        stage("near_cluster", [MinhashDedupCluster(str(near / "buckets"), str(near / "remove"),
+        pairs = near / "buckets"
+        if data.near_dedup.jaccard is not None:
+            pairs = near / "verified"
+            stage("near_verify", [VerifyPairs(str(near / "signatures"), str(near / "buckets"),
+                                              str(pairs), data.near_dedup.jaccard)],
+                  cfg.num_buckets)
+        stage("near_cluster", [MinhashDedupCluster(str(pairs), str(near / "remove"),
                                                    config=cfg)], 1)
         marks.append(NearDuplicateMark(str(near / "remove")))
     if data.decontaminate.enabled:
