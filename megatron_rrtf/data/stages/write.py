@@ -42,7 +42,7 @@ class TokenizeAndWrite(PipelineStep):
 
         tokenizer = load_tokenizer(self.tokenizer_path)
         dtype = token_dtype(tokenizer.vocab_size)
-        tokenize_pool._init_worker(tokenizer, dtype, threads=1)  # the task is the parallelism
+        tokenize_pool.use_tokenizer(tokenizer, dtype, threads=1)  # the task is the parallelism
         self.folder.mkdir(parents=True, exist_ok=True)
         counts = {self.source_names[s]: {"docs_in": 0, "docs_written": 0,
                                          "skipped": dict.fromkeys(self.reasons, 0)}
