@@ -185,3 +185,32 @@ def test_killed_task_resumes_without_redoing_finished_tasks(tmp_path, tiny_token
             for suffix in (".bin", ".idx"):
                 assert (tmp_path / "out" / f"{name}.{split}{suffix}").read_bytes() == \
                     (tmp_path / "fresh" / f"{name}.{split}{suffix}").read_bytes()
+
+
+def test_slurm_executor_chains_one_job_per_stage_and_needs_partition(tmp_path,
+                                                                    tiny_tokenizer_path):
+    """The Slurm path builds datatrove's SlurmPipelineExecutor per stage, chained by depends
+    (nothing is submitted: no cluster here); a missing partition/time is refused first."""
+    from megatron_rrtf.data.pipeline import build_pipeline
+    from megatron_rrtf.data.task_plan import plan_tasks
+    from megatron_rrtf.errors import ConfigError
+
+    code, notes = write_sources(tmp_path)
+    config = pipeline_config(tmp_path, tiny_tokenizer_path, code, notes, "data.executor=slurm",
+                             "data.near_dedup.enabled=true", "data.near_dedup.bands=4",
+                             "data.executor_options={partition: cpu, time: '01:00:00'}")
+    plan = plan_tasks(config.data, 4)
+    executor = build_pipeline(config.data, plan, tmp_path / "work", str(tiny_tokenizer_path),
+                              {}, [], "uint16", [])
+    chain = []
+    while executor is not None:
+        chain.append((type(executor).__name__, executor.job_name, executor.tasks))
+        executor = executor.depends
+    assert chain[::-1] == [("SlurmPipelineExecutor", f"mrrtf-{stage}", tasks) for stage, tasks in
+                           (("exact_signatures", 4), ("exact_find", 8), ("near_signatures", 4),
+                            ("near_buckets", 4), ("near_verify", 4), ("near_cluster", 1),
+                            ("write", 4), ("merge", 1))]
+    config.data.executor_options = {"time": "01:00:00"}
+    with pytest.raises(ConfigError, match="executor_options.partition"):
+        build_pipeline(config.data, plan, tmp_path / "work", str(tiny_tokenizer_path), {}, [],
+                       "uint16", [])
