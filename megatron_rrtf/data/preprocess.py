@@ -187,6 +187,11 @@ def preprocess(config: RunConfig, tokenizer: Tokenizer | None = None,
         skipped = {k: v for k, v in entry["skipped"].items() if v}
         log.info("source %s: %d docs in, %d written, skipped %s, %d tokens", name,
                  entry["docs_in"], entry["docs_written"], skipped or "none", entry["tokens"])
+        if entry["splits"]["train"]["docs"] == 0:
+            # written (so the manifest shows why); the training stream refuses to draw from it
+            log.warning("source %s: no training documents left (read %d, skipped %s, held out "
+                        "%d); fix the source or data.ingest limits before training on it", name,
+                        entry["docs_in"], skipped, entry["splits"]["heldout"]["docs"])
     log.info("preprocessed %d sources in %.1fs (%d tasks)", len(manifest["sources"]), seconds,
              len(plan))
     return manifest
