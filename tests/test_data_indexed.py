@@ -100,7 +100,7 @@ def _config(root, tokenizer_path, code_dir, *extra):
         f" {{name: b, domain: code, dir: '{code_dir}', glob: 'b*.py'}}]", *extra])
 
 
-def test_rerun_skips_built_sources_and_rebuilds_changed_ones(tmp_path, tiny_tokenizer_path, caplog):
+def test_rerun_keeps_current_outputs_and_rebuilds_damaged_or_changed_ones(tmp_path, tiny_tokenizer_path, caplog):
     code = tmp_path / "code"
     code.mkdir()
     for i in range(6):
@@ -116,15 +116,14 @@ def test_rerun_skips_built_sources_and_rebuilds_changed_ones(tmp_path, tiny_toke
     caplog.clear()
     second = preprocess(config, progress=False)
     assert (tmp_path / "out" / "a.train.bin").stat().st_mtime_ns == mtime
-    assert "source a is up to date" in caplog.text and "source b is up to date" in caplog.text
-    # the skipped source's hashes still dedup the next one
+    assert "manifest.json is up to date" in caplog.text
     assert second["sources"]["b"] == first["sources"]["b"]
     # a damaged output is rebuilt, not trusted
     with open(tmp_path / "out" / "a.train.bin", "ab") as f:
         f.write(b"\0\0")
     caplog.clear()
     third = preprocess(config, progress=False)
-    assert "source a is up to date" not in caplog.text
+    assert "up to date" not in caplog.text
     assert third["sources"]["a"]["tokens"] == first["sources"]["a"]["tokens"]
     # changing ingest rules changes every fingerprint
     changed = preprocess(_config(tmp_path, tiny_tokenizer_path, code,
@@ -152,9 +151,9 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path, tiny_tokenizer_path):
     assert m1["sources"]["a"]["docs_written"] > 0
 
 
-def test_crash_mid_source_keeps_finished_sources_and_leaves_no_partial_files(
-        tmp_path, tiny_tokenizer_path, monkeypatch, caplog):
-    import megatron_rrtf.data.preprocess as preprocess_module
+def test_crash_mid_task_keeps_finished_tasks_and_leaves_no_partial_files(
+        tmp_path, tiny_tokenizer_path, monkeypatch):
+    import megatron_rrtf.data.stages.read as read_module
 
     code = tmp_path / "code"
     code.mkdir()
@@ -163,27 +162,30 @@ def test_crash_mid_source_keeps_finished_sources_and_leaves_no_partial_files(
         (code / f"b{i}.py").write_text(f"b{i} = '{i}' * 3\n")
     config = load_config([], [
         f"data.tokenizer={tiny_tokenizer_path}", f"data.output_dir={tmp_path / 'out'}",
-        "data.workers=1", "data.chunk_docs=2", "data.heldout_fraction=0.0",
+        "data.workers=1", "data.tasks=2", "data.chunk_docs=2", "data.heldout_fraction=0.0",
         f"data.sources=[{{name: a, domain: code, dir: '{code}', glob: 'a*.py'}},"
         f" {{name: b, domain: code, dir: '{code}', glob: 'b*.py'}}]"])
-    real = preprocess_module.iter_documents
+    real = read_module.iter_unit
+    calls = {"b": 0}
 
-    def crashing(source):
-        for i, doc in enumerate(real(source)):
-            if source.name == "b" and i == 5:
+    def crashing(source, unit):
+        if source.name == "b":
+            calls["b"] += 1
+            if calls["b"] == 13:  # the write stage, its task 1 part-way through source b
                 raise KeyboardInterrupt("simulated kill")
-            yield doc
+        yield from real(source, unit)
 
-    monkeypatch.setattr(preprocess_module, "iter_documents", crashing)
+    monkeypatch.setattr(read_module, "iter_unit", crashing)
     with pytest.raises(KeyboardInterrupt):
         preprocess(config, progress=False)
     out = tmp_path / "out"
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["sources"]) == ["a"]
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith("b")) == []
-    assert not [p for p in out.iterdir() if ".tmp" in p.name]
-    monkeypatch.setattr(preprocess_module, "iter_documents", real)
-    caplog.set_level("INFO")
+    assert not (out / "manifest.json").exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("a.", "b."))) == []
+    (work,) = (out / ".pipeline").iterdir()
+    assert not [p for p in work.rglob("*") if ".tmp" in p.name]
+    finished = {p: p.stat().st_mtime_ns for p in work.rglob("completions/*")}
+    assert work / "logs" / "write" / "completions" / "00000" in finished
+    monkeypatch.setattr(read_module, "iter_unit", real)
     manifest = preprocess(config, progress=False)
-    assert "source a is up to date" in caplog.text
-    assert manifest["sources"]["b"]["docs_written"] == 8
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    assert manifest["sources"]["a"]["docs_written"] == manifest["sources"]["b"]["docs_written"] == 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,24 @@ def test_too_small_vocab_is_refused(tmp_path):
         train_tokenizer([f], 100, tmp_path / "t")
     with pytest.raises(TokenizerError, match="do not exist"):
         train_tokenizer([tmp_path / "missing.txt"], 1000, tmp_path / "t")
+
+
+def test_vocab_size_errors_point_the_right_way(tmp_path):
+    """Too many distinct characters for the vocabulary: raise it (to the size sentencepiece
+    names); too little text for the vocabulary: one message with the largest size that works,
+    and that size then trains."""
+    from megatron_rrtf.tokenizer.train import train_tokenizer_from_texts
+
+    many_chars = "".join(chr(0x4E00 + i) + " " for i in range(700))
+    with pytest.raises(TokenizerError, match=r"too small.*raise .*vocab-size to >= (\d+)") as small:
+        train_tokenizer_from_texts([many_chars * 3], 400, tmp_path / "a")
+    need = int(re.search(r">= (\d+)", str(small.value)).group(1))
+    assert need > 700
+    little = "def f(x):\n    return x + 1\n" * 20
+    with pytest.raises(TokenizerError, match=r"too large.*at most (\d+) pieces") as large:
+        train_tokenizer_from_texts([little], 5000, tmp_path / "b")
+    most = int(re.search(r"at most (\d+)", str(large.value)).group(1))
+    assert train_tokenizer_from_texts([little], most, tmp_path / "c").is_file()
 
 
 def save_byte_level_hf_tokenizer(path, texts: list[str], vocab_size: int, eos: str,

@@ -2,13 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from megatron_rrtf.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class SourceFilterConfig:
+    """Filters for Stack-style records (The Stack / The Stack v2 shards: `content`, a language,
+    licences, path, size). Field names are this dataset's columns; a null rule is off. Each
+    filtered document is counted in manifest.json under the reason in brackets."""
+
+    language_field: str | None = None
+    """Column holding the language, e.g. "lang" (The Stack v1) or "language" (v2)."""
+    languages: list[str] | None = None
+    """Keep only these languages (compared case-insensitively) [language]."""
+    license_field: str | None = None
+    """Column holding the licence(s), a string or a list, e.g. "max_stars_repo_licenses" (v1),
+    "detected_licenses" or "license_type" (v2)."""
+    licenses: list[str] | None = None
+    """Keep a record when one of its licences is in this list (case-insensitive) [license]."""
+    path_field: str | None = None
+    """Column holding the file path; used in logs to say where a document came from."""
+    size_field: str | None = None
+    """Column holding the size in bytes; null: the UTF-8 length of the text."""
+    max_size: int | None = None
+    """Drop records larger than this many bytes [too_large]."""
+    max_line_length: int | None = None
+    """Drop records with a longer line; BigCode: 1000 [long_line]."""
+    max_mean_line_length: float | None = None
+    """Drop records whose mean line length is larger; BigCode: 100 [mean_line_length]."""
+    min_alphanumeric_fraction: float | None = None
+    """Drop records with a smaller share of alphanumeric characters; BigCode: 0.25
+    [alphanumeric_fraction]."""
+
+    def record_fields(self) -> list[str]:
+        return [k for k in ("language_field", "license_field", "path_field", "size_field")
+                if getattr(self, k) is not None]
+
+    def validate(self, key: str) -> None:
+        if self.languages is not None and self.language_field is None:
+            raise ConfigError(f"{key}.languages needs {key}.language_field (the column to read)")
+        if self.licenses is not None and self.license_field is None:
+            raise ConfigError(f"{key}.licenses needs {key}.license_field (the column to read)")
+        for name in ("max_size", "max_line_length", "max_mean_line_length"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key}.{name}={value} must be > 0 (or null for no limit)")
+        if self.min_alphanumeric_fraction is not None and not 0 <= self.min_alphanumeric_fraction <= 1:
+            raise ConfigError(f"{key}.min_alphanumeric_fraction={self.min_alphanumeric_fraction} "
+                              "must be in [0, 1]")
 
 
 @dataclass
@@ -36,12 +84,18 @@ class SourceConfig:
     """The record field holding the document text (jsonl, parquet, hf_disk)."""
     hf_disk: str | None = None
     """A Hugging Face dataset saved with `save_to_disk` (a Dataset or a DatasetDict's train split)."""
+    filters: SourceFilterConfig = dataclasses.field(default_factory=SourceFilterConfig)
+    """Stack-style record filters (language, licence, size, line rules); all off by default."""
 
     @property
     def eval_domain(self) -> str:
         return f"code/{self.language}" if self.domain == "code" and self.language else self.domain
 
     def validate(self, key: str) -> None:
+        self.filters.validate(f"{key}.filters")
+        if self.filters.record_fields() and self.files is None:
+            raise ConfigError(f"{key}.filters: {', '.join(self.filters.record_fields())} read "
+                              "record fields, so the source needs `files` (jsonl/parquet shards)")
         if not _NAME.match(self.name):
             raise ConfigError(f"{key}.name={self.name!r} must be letters, digits, '_', '-', '.'")
         origins = [o for o in ("dir", "files", "hf_disk") if getattr(self, o) is not None]
@@ -75,6 +129,77 @@ class IngestConfig:
 
 
 @dataclass
+class NearDedupConfig:
+    """MinHash LSH near-deduplication across all sources, one document kept per cluster.
+    Defaults follow BigCode (The Stack / StarCoder): shingles are 5-grams of the tokens left
+    after splitting on non-alphanumeric characters, Jaccard threshold about 0.7. The LSH
+    threshold is (1/bands)^(1/rows): 28 bands x 9 rows = 252 hashes gives 0.69."""
+
+    enabled: bool = False
+    ngram: int = 5
+    """Shingle size in code tokens."""
+    bands: int = 28
+    """LSH bands (datatrove's num_buckets): one bucket task each."""
+    rows: int = 9
+    """MinHash values per band (datatrove's hashes_per_bucket)."""
+    jaccard: float | None = 0.7
+    """Keep an LSH candidate pair only when its whole-signature Jaccard estimate is >= this
+    (BigCode's 0.7); null: every LSH candidate pair counts."""
+    seed: int = 1
+
+    @property
+    def threshold(self) -> float:
+        return (1 / self.bands) ** (1 / self.rows)
+
+    def validate(self) -> None:
+        if self.ngram < 1 or self.bands < 1 or self.rows < 1:
+            raise ConfigError("data.near_dedup.ngram, bands and rows must be >= 1")
+        if self.jaccard is not None and not 0 < self.jaccard <= 1:
+            raise ConfigError(f"data.near_dedup.jaccard={self.jaccard} must be in (0, 1]")
+
+
+@dataclass
+class BenchmarkFileConfig:
+    """A user benchmark for decontamination: JSON lines, the listed fields are the texts."""
+
+    name: str
+    path: str
+    fields: list[str] = field(default_factory=lambda: ["prompt", "solution"])
+
+
+@dataclass
+class DecontaminationConfig:
+    """Drop documents that contain a benchmark's prompt or solution (exact substring after
+    collapsing whitespace, as StarCoder did); counted as contaminated:<benchmark>."""
+
+    enabled: bool = False
+    builtin: list[str] = field(default_factory=lambda: ["humaneval_infill", "humaneval"])
+    """humaneval_infill: whole canonical programs (every infilling task's prefix+middle+suffix);
+    humaneval: each prompt and canonical solution. A document is named after the first match."""
+    files: list[BenchmarkFileConfig] = field(default_factory=list)
+    min_chars: int = 50
+    """Needles shorter than this (after whitespace normalisation) are not used: a one-line
+    solution such as `return a + b` would match unrelated code."""
+
+    def validate(self) -> None:
+        known = ("humaneval_infill", "humaneval")
+        for name in self.builtin:
+            if name not in known:
+                raise ConfigError(f"data.decontaminate.builtin: unknown benchmark {name!r}; "
+                                  f"choose from {', '.join(known)}")
+        names = list(self.builtin)
+        for i, bench in enumerate(self.files):
+            if not _NAME.match(bench.name) or bench.name in names:
+                raise ConfigError(f"data.decontaminate.files[{i}].name={bench.name!r} must be a "
+                                  "unique name of letters, digits, '_', '-', '.'")
+            names.append(bench.name)
+            if not bench.fields:
+                raise ConfigError(f"data.decontaminate.files[{i}].fields is empty")
+        if self.min_chars < 1:
+            raise ConfigError("data.decontaminate.min_chars must be >= 1")
+
+
+@dataclass
 class TokenizerTrainConfig:
     """How `mrrtf preprocess` trains a tokenizer when data.tokenizer is null."""
 
@@ -101,7 +226,20 @@ class DataConfig:
     seed: int = 1234
     """Seeds the per-(source, epoch) document and sample shuffles."""
     workers: int = 2
-    """Tokenizer worker processes in preprocessing."""
+    """Pipeline tasks run at the same time on this machine (local executor)."""
+    tasks: int | None = None
+    """Tasks the read and tokenize stages are cut into (contiguous runs of input files, merged
+    back in order); null: equal to workers. More tasks: finer resume, smaller task memory."""
+    executor: Literal["local", "slurm", "ray"] = "local"
+    """datatrove executor: local processes, Slurm jobs (sbatch) or a Ray cluster."""
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    """Passed to datatrove's SlurmPipelineExecutor / RayPipelineExecutor (e.g. partition,
+    time, cpus_per_task, mem_per_cpu_gb); see docs/data.md."""
+    exact_dedup_buckets: int = 8
+    """Hash buckets (one task each) for exact dedup; a bucket task holds 24 bytes per
+    document of its bucket only."""
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    decontaminate: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     chunk_docs: int = 256
     """At most this many documents per tokenizer work item ..."""
     chunk_bytes: int = 131072
@@ -124,7 +262,15 @@ class DataConfig:
             raise ConfigError(f"data.heldout_fraction={self.heldout_fraction} must be in [0, 1)")
         if self.workers < 1 or self.chunk_docs < 1 or self.chunk_bytes < 1:
             raise ConfigError("data.workers, data.chunk_docs and data.chunk_bytes must be >= 1")
+        if self.tasks is not None and self.tasks < 1:
+            raise ConfigError(f"data.tasks={self.tasks} must be >= 1 (or null: data.workers)")
+        if self.exact_dedup_buckets < 1:
+            raise ConfigError("data.exact_dedup_buckets must be >= 1")
+        if self.executor not in ("local", "slurm", "ray"):
+            raise ConfigError(f"data.executor={self.executor!r}: choose local, slurm or ray")
         self.ingest.validate()
+        self.near_dedup.validate()
+        self.decontaminate.validate()
         if self.train_tokenizer is not None:
             self.train_tokenizer.validate()
         names = set()
@@ -138,4 +284,5 @@ class DataConfig:
             raise ConfigError("data.sources: at least one source needs weight > 0")
 
 
-__all__ = ["DataConfig", "SourceConfig", "IngestConfig", "TokenizerTrainConfig", "field"]
+__all__ = ["DataConfig", "SourceConfig", "SourceFilterConfig", "IngestConfig", "NearDedupConfig",
+           "DecontaminationConfig", "BenchmarkFileConfig", "TokenizerTrainConfig", "field"]

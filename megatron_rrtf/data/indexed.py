@@ -52,6 +52,18 @@ class AtomicIndexedWriter:
         self.docs += 1
         self.tokens += len(tokens)
 
+    def append(self, prefix: Path) -> None:
+        """Append every document of the indexed dataset at `prefix` (e.g. a task's part), one
+        at a time (megatron's builder.add_index calls gc.collect() per part: seconds each)."""
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        prefix = Path(prefix)
+        if prefix.with_name(prefix.name + ".bin").stat().st_size == 0:
+            return
+        dataset = IndexedDataset(str(prefix), mmap=True)
+        for i in range(len(dataset)):
+            self.add(dataset[i])
+
     def commit(self) -> dict[str, int]:
         self._builder.finalize(str(self._tmp_idx))
         _fsync(self._tmp_bin)

@@ -7,15 +7,17 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from megatron_rrtf.config.data import IngestConfig
+from megatron_rrtf.config.data import IngestConfig, SourceFilterConfig
 from megatron_rrtf.data.sources import RawDoc
 from megatron_rrtf.tokenizer.special_tokens import special_tokens
 
 _SPECIAL = tuple(special_tokens())
 
 SKIP_REASONS = ("invalid_utf8", "binary", "empty", "too_large", "long_line", "malformed_json",
-                "missing_field", "special_token", "duplicate")
-"""Every reason a document is not written; manifest.json counts each per source."""
+                "missing_field", "special_token", "language", "license", "mean_line_length",
+                "alphanumeric_fraction", "duplicate", "near_duplicate")
+"""Every reason a document is not written; manifest.json counts each per source, and
+`contaminated:<benchmark>` per benchmark when data.decontaminate is on."""
 SPLITS = ("train", "heldout")
 
 
@@ -67,6 +69,44 @@ def skip_reason(payload: bytes | str, cfg: IngestConfig) -> tuple[str | None, st
         # the tokenizer would turn e.g. a literal "<|endoftext|>" into a false document end
         return "special_token", None
     return None, text
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def filter_reason(text: str, meta: dict | None, rules: SourceFilterConfig) -> str | None:
+    """The Stack-style rule `text` (with its record columns `meta`) breaks, else None."""
+    if rules.languages is not None:
+        language = str(meta.get(rules.language_field) or "").lower()
+        if language not in {lang.lower() for lang in rules.languages}:
+            return "language"
+    if rules.licenses is not None:
+        allowed = {lic.lower() for lic in rules.licenses}
+        if not any(lic.lower() in allowed for lic in _as_list(meta.get(rules.license_field))):
+            return "license"
+    if rules.max_size is not None:
+        size = meta.get(rules.size_field) if rules.size_field else None
+        if size is None:
+            size = len(text.encode("utf-8"))
+        if size > rules.max_size:
+            return "too_large"
+    if rules.max_line_length is not None or rules.max_mean_line_length is not None:
+        lengths = [len(line) for line in text.splitlines()] or [0]
+        if rules.max_line_length is not None and max(lengths) > rules.max_line_length:
+            return "long_line"
+        if (rules.max_mean_line_length is not None
+                and sum(lengths) / len(lengths) > rules.max_mean_line_length):
+            return "mean_line_length"
+    if rules.min_alphanumeric_fraction is not None:
+        alnum = sum(c.isalnum() for c in text)
+        if alnum < rules.min_alphanumeric_fraction * len(text):
+            return "alphanumeric_fraction"
+    return None
 
 
 def heldout_by_hash(digest: bytes, heldout_fraction: float) -> bool:

@@ -1,28 +1,31 @@
-"""`mrrtf preprocess`: check sources, get a tokenizer (train one if asked), then per source
-ingest -> tokenize in worker processes -> atomic .bin/.idx per split -> manifest.json.
-A source whose outputs already match its fingerprint is skipped (resumable)."""
+"""`mrrtf preprocess`: check sources, get a tokenizer (train one if asked), then run the datatrove
+pipeline (megatron_rrtf.data.pipeline: read + ingest checks -> exact dedup -> near dedup ->
+decontaminate -> tokenize -> .bin/.idx per task -> merged per source and split -> manifest.json).
+Outputs that already match the fingerprint are kept; an interrupted run resumes per task."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from megatron_rrtf.config import RunConfig, to_dict
-from megatron_rrtf.config.data import DataConfig, SourceConfig
-from megatron_rrtf.data.indexed import AtomicIndexedWriter, open_indexed, token_dtype
-from megatron_rrtf.data.ingest import SPLITS, CleanDoc, IngestCounts, clean_documents
-from megatron_rrtf.data.manifest import read_manifest, source_fingerprint, write_manifest
+from megatron_rrtf.config.data import DataConfig
+from megatron_rrtf.data.indexed import open_indexed, token_dtype
+from megatron_rrtf.data.ingest import SPLITS, IngestCounts, clean_documents
+from megatron_rrtf.data.manifest import FORMAT_VERSION, read_manifest, source_fingerprint
 from megatron_rrtf.data.sources import check_source, iter_documents
-from megatron_rrtf.data.tokenize_pool import ChunkEncoder
 from megatron_rrtf.errors import ConfigError, DataError
 from megatron_rrtf.tokenizer import Tokenizer, load_tokenizer, train_tokenizer_from_texts
 
 log = logging.getLogger(__name__)
-DIGEST_BYTES = 16
 
 
 def tokenizer_path(data: DataConfig) -> Path:
@@ -83,128 +86,112 @@ def obtain_tokenizer(data: DataConfig, input_digests: dict[str, str]) -> Tokeniz
     return load_tokenizer(path)
 
 
-def _chunks(docs: Iterator[CleanDoc], max_docs: int,
-            max_chars: int) -> Iterator[tuple[list[str], list[str]]]:
-    """(splits, texts) work items of <= max_docs documents and about <= max_chars characters."""
-    splits: list[str] = []
-    texts: list[str] = []
-    chars = 0
-    for doc in docs:
-        splits.append(doc.split)
-        texts.append(doc.text)
-        chars += len(doc.text)
-        if len(texts) >= max_docs or chars >= max_chars:
-            yield splits, texts
-            splits, texts, chars = [], [], 0
-    if texts:
-        yield splits, texts
+def _benchmark_stats(data: DataConfig) -> list[str]:
+    """Name, size and mtime of each user benchmark file (a change means re-preprocess)."""
+    out = []
+    for bench in data.decontaminate.files:
+        path = Path(bench.path)
+        if not path.is_file():
+            raise DataError(f"data.decontaminate.files: {path} ({bench.name}) does not exist")
+        st = path.stat()
+        out.append(f"{bench.name}\0{path}\0{st.st_size}\0{st.st_mtime_ns}")
+    return out
 
 
-def _is_current(entry: dict[str, Any] | None, fingerprint: str, out: Path) -> bool:
-    if not entry or entry.get("fingerprint") != fingerprint:
-        return False
-    if not (out / entry["hashes"]).is_file():
+def run_fingerprint(data: DataConfig, tokenizer: Tokenizer,
+                    input_digests: dict[str, str]) -> str:
+    """Everything the outputs depend on: each source's fingerprint (origin, ingest rules, split,
+    tokenizer, inputs; chained, as before), near-dedup and decontamination settings. Dedup works
+    across sources, so every source's entry carries this one fingerprint."""
+    previous = ""
+    for source in data.sources:
+        previous = source_fingerprint(previous, source, data, tokenizer.fingerprint,
+                                      input_digests[source.name])
+    payload = {"sources": previous, "near_dedup": to_dict(data.near_dedup),
+               "decontaminate": to_dict(data.decontaminate) if data.decontaminate.enabled
+               else None, "benchmarks": _benchmark_stats(data)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _is_current(manifest: dict[str, Any], data: DataConfig, fingerprint: str, out: Path) -> bool:
+    entries = manifest.get("sources", {})
+    if list(entries) != [s.name for s in data.sources]:
         return False
     try:
-        for split in SPLITS:
-            info = entry["splits"][split]
-            open_indexed(out / info["prefix"], info)
+        for entry in entries.values():
+            if entry.get("fingerprint") != fingerprint:
+                return False
+            for split in SPLITS:
+                info = entry["splits"][split]
+                open_indexed(out / info["prefix"], info)
     except (DataError, KeyError):
         return False
     return True
 
 
-def _build_source(source: SourceConfig, data: DataConfig, encoder: ChunkEncoder, dtype,
-                  seen: set[bytes], out: Path, progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    start = time.time()
-    counts = IngestCounts()
-    writers = {split: AtomicIndexedWriter(out / f"{source.name}.{split}", dtype) for split in SPLITS}
-    digests: list[bytes] = []
-    try:
-        def docs() -> Iterator[CleanDoc]:
-            for doc in clean_documents(iter_documents(source), data.ingest,
-                                       data.heldout_fraction, seen, counts):
-                digests.append(doc.digest)
-                yield doc
-
-        with tqdm(desc=f"tokenize {source.name}", unit="doc", disable=not progress) as bar:
-            for splits, (tokens, lengths) in encoder.map(_chunks(docs(), data.chunk_docs,
-                                                                      data.chunk_bytes)):
-                offset = 0
-                for split, length in zip(splits, lengths):
-                    writers[split].add(tokens[offset:offset + length])
-                    offset += length
-                bar.update(len(splits))
-        if writers["train"].docs == 0:
-            # Written (so the manifest shows why); the training stream refuses to draw from it.
-            log.warning("source %s: no training documents left (read %d, skipped %s, held out "
-                        "%d); fix the source or data.ingest limits before training on it",
-                        source.name, counts.docs_in,
-                        {k: v for k, v in counts.skipped.items() if v}, writers["heldout"].docs)
-        splits_info = {}
-        for split in SPLITS:
-            info = writers[split].commit()
-            splits_info[split] = {"prefix": f"{source.name}.{split}", **info}
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    hashes = out / f"{source.name}.hashes"
-    tmp = hashes.with_name(hashes.name + ".tmp")
-    tmp.write_bytes(b"".join(digests))
-    tmp.replace(hashes)
-    assert counts.docs_in == counts.docs_written + sum(counts.skipped.values())
-    return {
-        "domain": source.domain, "language": source.language, "eval_domain": source.eval_domain,
-        "docs_in": counts.docs_in, "docs_written": counts.docs_written,
-        "skipped": counts.skipped,
-        "tokens": sum(s["tokens"] for s in splits_info.values()),
-        "splits": splits_info, "hashes": hashes.name, "seconds": round(time.time() - start, 2),
-    }
-
-
 def preprocess(config: RunConfig, tokenizer: Tokenizer | None = None,
                progress: bool = True) -> dict[str, Any]:
-    """Run ingest + tokenize for every source of config.data; returns the manifest."""
+    """Run the datatrove pipeline (megatron_rrtf.data.pipeline) for every source of
+    config.data; returns the manifest (for data.executor=slurm: {"submitted": ...} once the
+    jobs are queued; the merge job writes manifest.json)."""
+    from megatron_rrtf.data.pipeline import build_pipeline
+    from megatron_rrtf.data.task_plan import plan_tasks
+
     data = config.data
     if data.builtin_corpus is not None:
         from megatron_rrtf.data.builtin_corpus import materialize_builtin_corpus
 
         materialize_builtin_corpus(data.builtin_corpus)
     input_digests = check_sources(data)
+    benchmark_names = list(data.decontaminate.builtin) + [b.name for b in data.decontaminate.files]
+    if not data.decontaminate.enabled:
+        benchmark_names = []
     if tokenizer is None:
         tokenizer = obtain_tokenizer(data, input_digests)
     out = Path(data.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(out, required=False)
-    manifest["tokenizer"] = {"path": str(tokenizer.path), "fingerprint": tokenizer.fingerprint,
-                             "vocab_size": tokenizer.vocab_size, "eod": tokenizer.eod}
-    manifest["config"] = to_dict(data)
-    old_entries = manifest.get("sources", {})
-    manifest["sources"] = {}
-    dtype = token_dtype(tokenizer.vocab_size)
-    seen: set[bytes] = set()
-    previous = ""
-    with ChunkEncoder(tokenizer, dtype, data.workers) as encoder:
-        for source in data.sources:
-            fingerprint = source_fingerprint(previous, source, data, tokenizer.fingerprint,
-                                             input_digests[source.name])
-            previous = fingerprint
-            entry = old_entries.get(source.name)
-            if _is_current(entry, fingerprint, out):
-                log.info("source %s is up to date (%d tokens); skipping", source.name,
-                         entry["tokens"])
-                raw = (out / entry["hashes"]).read_bytes()
-                seen.update(raw[i:i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
-            else:
-                entry = _build_source(source, data, encoder, dtype, seen, out, progress)
-                entry["fingerprint"] = fingerprint
-                skipped = {k: v for k, v in entry["skipped"].items() if v}
-                log.info("source %s: %d docs in, %d written, skipped %s, %d tokens (%.1fs)",
-                         source.name, entry["docs_in"], entry["docs_written"], skipped or "none",
-                         entry["tokens"], entry["seconds"])
-            manifest["sources"][source.name] = entry
-            write_manifest(out, manifest)
+    fingerprint = run_fingerprint(data, tokenizer, input_digests)
+    old = read_manifest(out, required=False)
+    if _is_current(old, data, fingerprint, out):
+        log.info("%s is up to date (%d tokens); nothing to do", out / "manifest.json",
+                 sum(e["tokens"] for e in old["sources"].values()))
+        return old
+    start = time.time()
+    plan = plan_tasks(data, data.tasks or data.workers)
+    layout = {"fingerprint": fingerprint, "tasks": len(plan),
+              "exact_buckets": data.exact_dedup_buckets, "near": to_dict(data.near_dedup)}
+    work = out / ".pipeline" / hashlib.sha256(
+        json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+    if (work / "logs" / "merge" / "completions").is_dir():
+        shutil.rmtree(work)  # finished before, yet the outputs are gone or damaged: redo all
+    manifest = {"format": FORMAT_VERSION,
+                "tokenizer": {"path": str(tokenizer.path), "fingerprint": tokenizer.fingerprint,
+                              "vocab_size": tokenizer.vocab_size, "eod": tokenizer.eod},
+                "config": to_dict(data), "pipeline": str(work)}
+    sources = [{"name": s.name, "domain": s.domain, "language": s.language,
+                "eval_domain": s.eval_domain, "fingerprint": fingerprint} for s in data.sources]
+    dtype = np.dtype(token_dtype(tokenizer.vocab_size)).name
+    executor = build_pipeline(data, plan, work, str(tokenizer.path), manifest, sources, dtype,
+                              benchmark_names)
+    # imported once here, not in every forked task (megatron.core's import takes seconds)
+    import megatron.core.datasets.indexed_dataset  # noqa: F401
+
+    executor.run()
+    if data.executor == "slurm":
+        log.info("Slurm jobs queued (logs under %s); the merge job writes %s", work / "logs",
+                 out / "manifest.json")
+        return {"submitted": str(work / "logs"), "sources": {}}
+    manifest = read_manifest(out)
+    seconds = round(time.time() - start, 2)
+    for name, entry in manifest["sources"].items():
+        skipped = {k: v for k, v in entry["skipped"].items() if v}
+        log.info("source %s: %d docs in, %d written, skipped %s, %d tokens", name,
+                 entry["docs_in"], entry["docs_written"], skipped or "none", entry["tokens"])
+        if entry["splits"]["train"]["docs"] == 0:
+            # written (so the manifest shows why); the training stream refuses to draw from it
+            log.warning("source %s: no training documents left (read %d, skipped %s, held out "
+                        "%d); fix the source or data.ingest limits before training on it", name,
+                        entry["docs_in"], skipped, entry["splits"]["heldout"]["docs"])
+    log.info("preprocessed %d sources in %.1fs (%d tasks)", len(manifest["sources"]), seconds,
+             len(plan))
     return manifest

@@ -29,6 +29,8 @@ class RawDoc:
     """File (and line / row) it came from, for logs."""
     problem: str | None = None
     """malformed_json or missing_field when the record itself is unusable."""
+    meta: dict | None = None
+    """The record's filter columns (language, licence, path, size) when the source names any."""
 
 
 def _dir_files(source: SourceConfig, key: str) -> list[Path]:
@@ -42,7 +44,19 @@ def _dir_files(source: SourceConfig, key: str) -> list[Path]:
     return files
 
 
-def _check_jsonl_field(path: Path, field: str, key: str) -> None:
+def _record_fields(source: SourceConfig) -> list[str]:
+    """The text field, then the filter columns the source config names."""
+    return [name for _, name in _field_keys(source)]
+
+
+def _field_keys(source: SourceConfig) -> list[tuple[str, str]]:
+    """(config key, column) of the text field and the filter columns."""
+    f = source.filters
+    return [("field", source.field)] + [(f"filters.{k}", getattr(f, k))
+                                        for k in f.record_fields()]
+
+
+def _check_jsonl_field(path: Path, fields: list[tuple[str, str]], key: str) -> None:
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if lineno > 1000:
@@ -53,23 +67,26 @@ def _check_jsonl_field(path: Path, field: str, key: str) -> None:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(record, dict) or field not in record:
-                keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-                raise DataError(f"{key}.field={field!r} is not in {path} (line {lineno} has: "
-                                f"{keys}); set data.sources[].field to the text field")
+            for name, field in fields:
+                if not isinstance(record, dict) or field not in record:
+                    keys = (", ".join(sorted(record)) if isinstance(record, dict)
+                            else type(record).__name__)
+                    raise DataError(f"{key}.{name}={field!r} is not in {path} (line {lineno} "
+                                    f"has: {keys}); set data.sources[].{name} to its field")
             return
 
 
-def _check_parquet_field(path: Path, field: str, key: str) -> None:
+def _check_parquet_field(path: Path, fields: list[tuple[str, str]], key: str) -> None:
     import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise DataError(f"{key}: {path} is not a readable parquet file ({exc})") from exc
-    if field not in names:
-        raise DataError(f"{key}.field={field!r} is not a column of {path} (columns: "
-                        f"{', '.join(names)}); set data.sources[].field")
+    for name, field in fields:
+        if field not in names:
+            raise DataError(f"{key}.{name}={field!r} is not a column of {path} (columns: "
+                            f"{', '.join(names)}); set data.sources[].{name}")
 
 
 def _load_hf_disk(source: SourceConfig, key: str):
@@ -106,9 +123,9 @@ def check_source(source: SourceConfig, key: str) -> str:
             if not path.is_file():
                 raise DataError(f"{key}.files: {path} does not exist")
             if path.suffix in JSON_SUFFIXES:
-                _check_jsonl_field(path, source.field, key)
+                _check_jsonl_field(path, _field_keys(source), key)
             elif path.suffix in PARQUET_SUFFIXES:
-                _check_parquet_field(path, source.field, key)
+                _check_parquet_field(path, _field_keys(source), key)
             elif path.suffix not in TEXT_SUFFIXES:
                 raise DataError(f"{key}.files: {path} has an unknown suffix; use .jsonl/.json "
                                 f"(JSON lines), .parquet, or {'/'.join(TEXT_SUFFIXES)} (text)")
@@ -121,7 +138,8 @@ def check_source(source: SourceConfig, key: str) -> str:
     return stat.hexdigest()
 
 
-def _iter_jsonl(path: Path, field: str) -> Iterator[RawDoc]:
+def _iter_jsonl(path: Path, fields: list[str]) -> Iterator[RawDoc]:
+    field, extra = fields[0], fields[1:]
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -137,17 +155,21 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[RawDoc]:
             if not isinstance(text, str):
                 yield RawDoc(None, where, "missing_field")
             else:
-                yield RawDoc(text, where)
+                yield RawDoc(text, where, meta={k: record.get(k) for k in extra} if extra else None)
 
 
-def _iter_parquet(path: Path, field: str) -> Iterator[RawDoc]:
-    import datasets
+def _iter_parquet(path: Path, fields: list[str]) -> Iterator[RawDoc]:
+    import pyarrow.parquet as pq
 
-    stream = datasets.load_dataset("parquet", data_files=[str(path)], split="train",
-                                   streaming=True)
-    for row, record in enumerate(stream.select_columns([field])):
-        text = record[field]
-        yield RawDoc(text, f"{path}#row{row}", None if isinstance(text, str) else "missing_field")
+    field, extra = fields[0], fields[1:]
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=fields):
+        columns = batch.to_pydict()
+        for i, text in enumerate(columns[field]):
+            meta = {k: columns[k][i] for k in extra} if extra else None
+            yield RawDoc(text, f"{path}#row{row}",
+                         None if isinstance(text, str) else "missing_field", meta)
+            row += 1
 
 
 def _iter_hf_disk(source: SourceConfig) -> Iterator[RawDoc]:
@@ -159,18 +181,34 @@ def _iter_hf_disk(source: SourceConfig) -> Iterator[RawDoc]:
                          None if isinstance(text, str) else "missing_field")
 
 
+def source_units(source: SourceConfig) -> list[tuple[str, int]]:
+    """The source's input cut into units a task reads whole, in document order:
+    (path, bytes) per file; one unit for a saved HF dataset."""
+    if source.dir is not None:
+        paths = _dir_files(source, "data.sources")
+    elif source.files is not None:
+        paths = [Path(p) for p in source.files]
+    else:
+        return [(str(source.hf_disk), sum(p.stat().st_size for p in Path(source.hf_disk).rglob("*")
+                                          if p.is_file()))]
+    return [(str(p), p.stat().st_size) for p in paths]
+
+
+def iter_unit(source: SourceConfig, unit: str) -> Iterator[RawDoc]:
+    """Every document of one unit (from source_units) in order."""
+    if source.hf_disk is not None:
+        yield from _iter_hf_disk(source)
+        return
+    path = Path(unit)
+    if source.files is not None and path.suffix in JSON_SUFFIXES:
+        yield from _iter_jsonl(path, _record_fields(source))
+    elif source.files is not None and path.suffix in PARQUET_SUFFIXES:
+        yield from _iter_parquet(path, _record_fields(source))
+    else:
+        yield RawDoc(path.read_bytes(), str(path))
+
+
 def iter_documents(source: SourceConfig) -> Iterator[RawDoc]:
     """Every document of `source` in a fixed order, read lazily (larger-than-memory is fine)."""
-    if source.dir is not None:
-        for path in _dir_files(source, "data.sources"):
-            yield RawDoc(path.read_bytes(), str(path))
-    elif source.files is not None:
-        for path in map(Path, source.files):
-            if path.suffix in JSON_SUFFIXES:
-                yield from _iter_jsonl(path, source.field)
-            elif path.suffix in PARQUET_SUFFIXES:
-                yield from _iter_parquet(path, source.field)
-            else:
-                yield RawDoc(path.read_bytes(), str(path))
-    else:
-        yield from _iter_hf_disk(source)
+    for unit, _ in source_units(source):
+        yield from iter_unit(source, unit)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_rrtf.config import RunConfig
+from megatron_rrtf.config import RunConfig, to_dict
 from megatron_rrtf.data.blend import blend_indices
 from megatron_rrtf.data.indexed import open_indexed
 from megatron_rrtf.data.manifest import read_manifest
@@ -108,7 +108,7 @@ def _checked_manifest(config: RunConfig, tokenizer: Tokenizer) -> dict:
             raise DataError(f"source {source.name} is not in {config.data.output_dir}/manifest.json;"
                             " run `mrrtf preprocess` with this config")
         free = ("weight", "train_fraction")  # read at training time, not preprocessing
-        now = {k: v for k, v in vars(source).items() if k not in free}
+        now = {k: v for k, v in to_dict(source).items() if k not in free}
         then = {k: v for k, v in recorded.get(source.name, {}).items() if k not in free}
         if now != then:
             raise DataError(f"source {source.name} changed since it was preprocessed "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,25 @@ def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
         start = end
 
 
+_TOO_SMALL = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
+_TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_VOCAB_KEYS = "data.train_tokenizer.vocab_size / --vocab-size"
+
+
+def vocab_size_advice(error: str, vocab_size: int) -> str:
+    """sentencepiece's training error as one message that says which way to move vocab_size."""
+    if match := _TOO_SMALL.search(error):
+        need = int(match.group(2))
+        return (f"vocab_size {vocab_size} is too small: the training text has more distinct "
+                f"characters than that (with the special pieces sentencepiece needs {need}); "
+                f"raise {_VOCAB_KEYS} to >= {need}")
+    if match := _TOO_LARGE.search(error):
+        most = int(match.group(2))
+        return (f"vocab_size {vocab_size} is too large for this training text: it supports at "
+                f"most {most} pieces; set {_VOCAB_KEYS} <= {most} or give more training text")
+    return f"sentencepiece training failed (vocab_size {vocab_size}): {error}"
+
+
 def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int, out_prefix: str | Path,
                                max_sentences: int = 300_000, num_threads: int = 2) -> Path:
     """Train on `texts` (documents); write `<out_prefix>.model` and `.vocab` atomically."""
@@ -68,8 +88,7 @@ def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int, out_prefix
             unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=num_threads, minloglevel=2,
         )
     except RuntimeError as exc:
-        raise TokenizerError(f"sentencepiece training failed: {exc}. With little training text "
-                             "lower --vocab-size or give more input") from exc
+        raise TokenizerError(vocab_size_advice(str(exc), vocab_size)) from exc
     if counts["chunks"] == 0:
         raise TokenizerError("no training text: the inputs are empty")
     if counts["chunks"] > max_sentences:

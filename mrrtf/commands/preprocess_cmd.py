@@ -6,8 +6,9 @@ import argparse
 
 from mrrtf.commands.config_cmd import add_config_arguments
 
-HELP = ("ingest and tokenize data.sources into megatron indexed datasets (trains the tokenizer "
-        "first when data.tokenizer is null and data.train_tokenizer is set)")
+HELP = ("ingest, dedup, decontaminate and tokenize data.sources into megatron indexed datasets "
+        "with one datatrove pipeline (trains the tokenizer first when data.tokenizer is null "
+        "and data.train_tokenizer is set)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config_arguments(args)
     manifest = preprocess(config, progress=not args.no_progress)
+    if "submitted" in manifest:
+        print(f"queued the pipeline's Slurm jobs (logs under {manifest['submitted']}); the merge "
+              f"job writes {config.data.output_dir}/manifest.json")
+        return 0
     for name, entry in manifest["sources"].items():
         skipped = {k: v for k, v in entry["skipped"].items() if v}
         print(f"{name}: {entry['docs_written']}/{entry['docs_in']} docs, {entry['tokens']:,} "
