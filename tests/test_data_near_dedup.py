@@ -9,7 +9,12 @@ import numpy as np
 
 from megatron_rrtf.config import load_config
 from megatron_rrtf.data.preprocess import preprocess
-from megatron_rrtf.data.stages.near_dedup import code_shingles, code_tokens
+from megatron_rrtf.data.stages.near_dedup import (
+    code_shingles,
+    code_tokens,
+    exact_jaccard,
+    shingle_hashes,
+)
 
 
 def test_code_tokens_split_on_non_alphanumerics_and_keep_case():
@@ -65,3 +70,64 @@ def test_planted_near_duplicates_removed_and_distinct_files_kept(tmp_path, tiny_
     assert removed == 2  # one per planted pair
     assert py["docs_written"] + nt["docs_written"] == 6 + 1 + 4 + 1 - 2
     assert py["docs_written"] >= 6  # the half-shared file and all distinct originals stay
+
+
+def edited_pair(rng: np.random.Generator, tokens: int, edits: int) -> tuple[str, str]:
+    """A random program of `tokens` distinct tokens and a copy with `edits` tokens replaced,
+    at least 5 apart and away from the ends, so each edit changes exactly 5 of the 5-shingles:
+    Jaccard (S - 5e) / (S + 5e) with S = tokens - 4 shingles."""
+    words = [f"t{k}" for k in rng.choice(10**8, size=tokens, replace=False)]
+    copy = list(words)
+    for k, pos in enumerate(range(6, tokens - 6, (tokens - 12) // edits)[:edits]):
+        copy[pos] = f"edit{k}"
+
+    def text(toks: list[str]) -> str:
+        return "\n".join(" ".join(toks[i:i + 8]) for i in range(0, len(toks), 8)) + "\n"
+
+    return text(words), text(copy)
+
+
+def test_pairs_just_above_threshold_removed_just_below_kept(tmp_path, tiny_tokenizer_path):
+    """Decisions follow the exact shingle Jaccard at 0.7: a pair at 0.72 loses one copy, a pair
+    at 0.68 keeps both (a signature estimate, +-0.03 at 252 hashes, cannot tell these apart
+    reliably)."""
+    rng = np.random.default_rng(7)
+    above = edited_pair(rng, 311, 10)  # (307 - 50) / (307 + 50) = 0.720
+    below = edited_pair(rng, 319, 12)  # (315 - 60) / (315 + 60) = 0.680
+    assert 0.715 < jaccard(*above) < 0.725
+    assert 0.675 < jaccard(*below) < 0.685
+    others = ["".join(program(rng)) for _ in range(4)]
+    notes = tmp_path / "pairs.jsonl"
+    rows = [*above, *below, *others]
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    config = load_config([], [
+        f"data.tokenizer={tiny_tokenizer_path}", f"data.output_dir={tmp_path / 'out'}",
+        "data.workers=1", "data.tasks=1", "data.heldout_fraction=0.0",
+        "data.near_dedup.enabled=true",
+        f"data.sources=[{{name: pairs, domain: code, files: ['{notes}']}}]"])
+    manifest = preprocess(config, progress=False)
+    entry = manifest["sources"]["pairs"]
+    assert entry["skipped"]["near_duplicate"] == 1
+    assert entry["docs_written"] == len(rows) - 1
+    # the removed one is from the 0.72 pair: both 0.68 documents are in the output
+    from megatron_rrtf.data.indexed import open_indexed
+    from megatron_rrtf.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_tokenizer_path))
+    dataset = open_indexed(tmp_path / "out" / "pairs.train", entry["splits"]["train"])
+    written = {tokenizer.decode(dataset[i][:-1].tolist()) for i in range(len(dataset))}
+    assert set(below) <= written and len(set(above) & written) == 1
+
+
+def test_exact_jaccard_of_shingle_hashes_matches_the_shingle_sets():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a = "".join(program(rng, 20))
+        lines = a.splitlines(keepends=True)
+        for i in rng.choice(len(lines), size=rng.integers(1, 10), replace=False):
+            lines[i] = f"x{rng.integers(0, 99)} = {rng.integers(0, 99)}\n"
+        b = "".join(lines)
+        hashes = shingle_hashes(b, 5)
+        assert hashes.size == len(code_shingles(b, 5))
+        assert np.all(np.diff(hashes.astype(np.float64)) >= 0)
+        assert exact_jaccard(shingle_hashes(a, 5), hashes) == jaccard(a, b)

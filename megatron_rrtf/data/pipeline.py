@@ -4,7 +4,8 @@
   exact_find        (exact buckets)   first copy per digest kept, the rest listed per task
   near_signatures   (data.tasks)      read + exact marks -> MinHash signatures  [near_dedup on]
   near_buckets      (LSH bands)       datatrove: candidate pairs per band        [near_dedup on]
-  near_verify       (LSH bands)       pairs kept when the signature estimate >= near_dedup.jaccard
+  near_shingles     (data.tasks)      read + marks -> shingle hashes of the docs in candidate pairs
+  near_verify       (LSH bands)       pairs kept when their exact Jaccard >= near_dedup.jaccard
   near_cluster      (1)               datatrove: clusters, all but one removed   [near_dedup on]
   write             (data.tasks)      read + marks + decontaminate -> tokenize -> parts
   merge             (1)               parts -> one .bin/.idx per source and split + manifest
@@ -76,6 +77,7 @@ def build_pipeline(data: DataConfig, plan: list[list[Unit]], work: Path, tokeniz
     )
     from megatron_rrtf.data.stages.merge import MergeParts
     from megatron_rrtf.data.stages.near_dedup import (
+        CandidateShingles,
         CodeMinhashSignature,
         NearDuplicateMark,
         VerifyPairs,
@@ -112,7 +114,11 @@ def build_pipeline(data: DataConfig, plan: list[list[Unit]], work: Path, tokeniz
         pairs = near / "buckets"
         if data.near_dedup.jaccard is not None:
             pairs = near / "verified"
-            stage("near_verify", [VerifyPairs(str(near / "signatures"), str(near / "buckets"),
+            stage("near_shingles", [ReadDocuments(data, plan), *marks,
+                                    CandidateShingles(str(near / "buckets"),
+                                                      str(near / "shingles"), cfg.n_grams)],
+                  tasks)
+            stage("near_verify", [VerifyPairs(str(near / "shingles"), str(near / "buckets"),
                                               str(pairs), data.near_dedup.jaccard)],
                   cfg.num_buckets)
         stage("near_cluster", [MinhashDedupCluster(str(pairs), str(near / "remove"),
