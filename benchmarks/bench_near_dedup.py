@@ -92,7 +92,8 @@ def main() -> None:
             expected = 1 - (1 - s ** args.rows) ** args.bands
             print(f"  Jaccard [{lo:.2f}, {min(hi, 1):.2f}): {sel.sum():4d} pairs, removed "
                   f"{removed_arr[sel].mean():.3f} (LSH curve at mean {s:.2f}: {expected:.3f})")
-    print(f"candidate pairs (all bands) {stats.get('candidate_pairs', 0)}, verified "
+    print(f"candidate pair rows (all bands; a pair once per band it matched) "
+          f"{stats.get('candidate_pairs', 0)}, verified "
           f"{stats.get('verified_pairs', 0)}; documents with saved shingles "
           f"{stats.get('candidate_docs', 0)}; shingle stage {stats.get('near_shingles_s', 0):.2f} "
           f"s, verify stage {stats.get('near_verify_s', 0):.2f} s (summed over tasks)")

@@ -208,8 +208,8 @@ def test_slurm_executor_chains_one_job_per_stage_and_needs_partition(tmp_path,
         executor = executor.depends
     assert chain[::-1] == [("SlurmPipelineExecutor", f"mrrtf-{stage}", tasks) for stage, tasks in
                            (("exact_signatures", 4), ("exact_find", 8), ("near_signatures", 4),
-                            ("near_buckets", 4), ("near_verify", 4), ("near_cluster", 1),
-                            ("write", 4), ("merge", 1))]
+                            ("near_buckets", 4), ("near_shingles", 4), ("near_verify", 4),
+                            ("near_cluster", 1), ("write", 4), ("merge", 1))]
     config.data.executor_options = {"time": "01:00:00"}
     with pytest.raises(ConfigError, match="executor_options.partition"):
         build_pipeline(config.data, plan, tmp_path / "work", str(tiny_tokenizer_path), {}, [],
