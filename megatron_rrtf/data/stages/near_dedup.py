@@ -1,5 +1,8 @@
 """Near dedup: datatrove's MinHash LSH stages (signature -> buckets -> cluster) over code-aware
-shingles, then a step that marks the documents its clusters drop as near_duplicate.
+shingles, with our exact verification between buckets and cluster (CandidateShingles saves the
+shingle hashes of the documents in candidate pairs, VerifyPairs keeps a pair when their exact
+Jaccard reaches the threshold), then a step that marks the documents the clusters drop as
+near_duplicate.
 
 Shingles as BigCode's near-deduplication (bigcode-dataset, near_deduplication): the text is
 split on every character that is not a letter, digit or underscore, empty pieces dropped, case
