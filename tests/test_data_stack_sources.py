@@ -45,7 +45,7 @@ def records() -> list[dict]:
 
 
 FILTERS = ("{language_field: lang, languages: [python], license_field: max_stars_repo_licenses, "
-           "licenses: [mit, apache-2.0], path_field: max_stars_repo_path, size_field: size, "
+           "licenses: [mit, apache-2.0], size_field: size, "
            "max_size: 2000, max_line_length: 1000, max_mean_line_length: 100, "
            "min_alphanumeric_fraction: 0.25}")
 

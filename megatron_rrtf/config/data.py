@@ -27,8 +27,6 @@ class SourceFilterConfig:
     "detected_licenses" or "license_type" (v2)."""
     licenses: list[str] | None = None
     """Keep a record when one of its licences is in this list (case-insensitive) [license]."""
-    path_field: str | None = None
-    """Column holding the file path; used in logs to say where a document came from."""
     size_field: str | None = None
     """Column holding the size in bytes; null: the UTF-8 length of the text."""
     max_size: int | None = None
@@ -42,7 +40,7 @@ class SourceFilterConfig:
     [alphanumeric_fraction]."""
 
     def record_fields(self) -> list[str]:
-        return [k for k in ("language_field", "license_field", "path_field", "size_field")
+        return [k for k in ("language_field", "license_field", "size_field")
                 if getattr(self, k) is not None]
 
     def validate(self, key: str) -> None:
