@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from megatron_rrtf.atomic_file import write_atomic
 from megatron_rrtf.config.rrtf import RRTFConfig, SamplingConfig, TeacherConfig
 from megatron_rrtf.errors import ConfigError, DataError
 from megatron_rrtf.rrtf.problems import Problem, prompts_for
@@ -166,17 +167,6 @@ def sampling_complete(path: str | Path) -> bool:
     return Path(path).is_file() and (chunks_dir(path) / "settings.json").is_file()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a name unique to this process, flush to disk, rename: readers (and concurrent
-    shards writing the same bytes) see the whole file or none of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _check_settings(path: Path, settings: dict[str, Any]) -> None:
     """Record the run's settings in the chunks directory, or refuse chunks sampled otherwise."""
     where = chunks_dir(path) / "settings.json"
@@ -189,7 +179,7 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
         return
     if path.exists():
         path.unlink()  # written without our chunk records: nothing in it can be trusted
-    _write_atomic(where, json.dumps(settings, sort_keys=True).encode())
+    write_atomic(where, json.dumps(settings, sort_keys=True).encode())
 
 
 def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfig,
@@ -235,7 +225,7 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
             chunk = problems[c * chunk_size:(c + 1) * chunk_size]
             records = sample_all(chunk, cfg, student, gens, seed, files,
                                  seed_of=lambda i, c=c: chunk_seed(seed, c, i))
-            _write_atomic(chunk_path(path, c),
+            write_atomic(chunk_path(path, c),
                           "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
             log.info("shard %s: sampled chunk %d of %d (%d records) -> %s", shard, c + 1,
                      n_chunks, len(records), path)
@@ -245,5 +235,5 @@ def sample_to_file(path: str | Path, problems: Sequence[Problem], cfg: RRTFConfi
                  "to finish writes %s", shard, len(missing), missing[0], path)
         return None
     merged = b"".join(chunk_path(path, c).read_bytes() for c in range(n_chunks))
-    _write_atomic(path, merged)
+    write_atomic(path, merged)
     return merged.count(b"\n")

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import yaml
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 
+from megatron_rrtf.atomic_file import write_atomic
 from megatron_rrtf.checkpoint.model_io import load_model, save_model, unwrap
 from megatron_rrtf.config import RunConfig
 from megatron_rrtf.errors import CheckpointError
@@ -146,15 +147,15 @@ class CheckpointManager:
             full_meta = dict(meta, step=step, layout=_layout(),
                              distributed_optimizer=_is_distributed(state.optimizer),
                              scheduler=state.scheduler.state_dict())
-            _write_atomic(tmp / "meta.json", json.dumps(full_meta, indent=1, default=_jsonable))
-            _write_atomic(tmp / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_atomic(tmp / "meta.json", json.dumps(full_meta, indent=1, default=_jsonable))
+            write_atomic(tmp / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         _barrier()
         if _rank() == 0:
             _fsync_tree(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _write_atomic(self.root / LATEST, final.name + "\n")
+            write_atomic(self.root / LATEST, final.name + "\n")
             self._prune()
         _barrier()
         log.info("saved checkpoint %s", final)
@@ -270,15 +271,6 @@ def _set_saved_states(self, model_param, tensors) -> None:
     targets = {"param": main_param, **self.optimizer.state[main_param]}
     for key, value in tensors.items():
         targets[key].copy_(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from megatron_rrtf.atomic_file import write_atomic
 from megatron_rrtf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -181,9 +182,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _write_json(path: Path, value: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: a killed grid never leaves half a record
+    write_atomic(path, json.dumps(value, indent=1) + "\n")  # a killed grid leaves no half record
 
 
 def train_curve(run_dir: Path) -> list[list[float]]:
